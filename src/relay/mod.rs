@@ -1,0 +1,493 @@
+//! The relay: what happens between the 101 and the end of a session.
+//!
+//! [`run`] picks the mode of the route. In `frames` mode two [`Pump`]s, one per
+//! direction, are driven from the session's own task; each validates and
+//! rewrites frames in place ([`frames`]). The session ends in one of these
+//! ways, and the proxy then does what RFC 6455 §7 asks of it:
+//!
+//! | first event | what the proxy does |
+//! |---|---|
+//! | a peer's close frame | forward it, relay the other way until the other peer's close comes back (bounded by `timeouts.close`) |
+//! | a protocol violation | close 1002/1007/1009 to both peers (where the stream is at a frame boundary) |
+//! | the backend disappears | close 1014 to the client |
+//! | the client disappears | close 1001 to the backend |
+//! | shutdown | close 1001 to both |
+//!
+//! After the close handshake the proxy, as the client's server, closes the
+//! client's TCP connection first and waits (bounded) for the backend, the
+//! server of its own connection, to close the other. Peers that never answer
+//! are cut at the close timeout.
+
+pub mod buffer;
+pub mod frames;
+pub mod pump;
+pub mod tunnel;
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use self::buffer::Chunk;
+use self::frames::{FrameCodec, FrameLimits, Source};
+use self::pump::{End, Pump, Transform};
+use crate::config::RelayMode;
+use crate::ws::close::{self as close_codes, encode_close_frame, MAX_CLOSE_FRAME_LEN};
+use crate::ws::mask::random_key;
+
+/// How one session is relayed.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    /// `frames` (validate) or `tunnel` (raw bytes).
+    pub mode: RelayMode,
+    /// Size limits and negotiated extensions, for `frames` mode.
+    pub limits: FrameLimits,
+    /// How long to wait for a peer's close frame or TCP close.
+    pub close_timeout: Duration,
+}
+
+/// Bytes and messages relayed in one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes written to the destination (frame headers included).
+    pub bytes: u64,
+    /// Complete messages relayed (0 in `tunnel` mode, which sees no messages).
+    pub messages: u64,
+}
+
+/// Who ended a session, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// The client sent the first close frame (or, in a tunnel, closed first).
+    Client,
+    /// The backend sent the first close frame (or, in a tunnel, closed first).
+    Backend,
+    /// The client's connection ended or failed without a close frame.
+    ClientVanished,
+    /// The backend's connection ended or failed without a close frame.
+    BackendVanished,
+    /// The client broke the protocol.
+    ClientViolation,
+    /// The backend broke the protocol.
+    BackendViolation,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for ClosedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClosedBy::Client => "client",
+            ClosedBy::Backend => "backend",
+            ClosedBy::ClientVanished => "client-vanished",
+            ClosedBy::BackendVanished => "backend-vanished",
+            ClosedBy::ClientViolation => "client-violation",
+            ClosedBy::BackendViolation => "backend-violation",
+            ClosedBy::Shutdown => "shutdown",
+        })
+    }
+}
+
+/// What a session did, for its log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Traffic from the client to the backend.
+    pub client_to_backend: Traffic,
+    /// Traffic from the backend to the client.
+    pub backend_to_client: Traffic,
+    /// The close code that ended the session, if a close frame carried one.
+    pub close_code: Option<u16>,
+    /// Who ended it.
+    pub closed_by: ClosedBy,
+}
+
+/// Relays one session until it ends. `client_prefix` and `backend_prefix`
+/// are bytes each peer sent right after its handshake, already read.
+/// `shutdown` resolving makes a `frames` session close with 1001; a tunnel
+/// carries on until its peers close or the task is dropped.
+pub async fn run<C, B, S>(
+    mut client: C,
+    client_prefix: Bytes,
+    mut backend: B,
+    backend_prefix: Bytes,
+    config: SessionConfig,
+    shutdown: S,
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+    S: Future<Output = ()>,
+{
+    match config.mode {
+        RelayMode::Tunnel => {
+            tunnel::relay(&mut client, client_prefix, &mut backend, backend_prefix).await
+        }
+        RelayMode::Frames => {
+            let session = FrameSession {
+                up: Pump::new(
+                    FrameCodec::new(Source::Client, config.limits),
+                    client_prefix,
+                ),
+                down: Pump::new(
+                    FrameCodec::new(Source::Backend, config.limits),
+                    backend_prefix,
+                ),
+                close_timeout: config.close_timeout,
+            };
+            session.run(&mut client, &mut backend, shutdown).await
+        }
+    }
+}
+
+/// What the proxy says in a close frame of its own.
+#[derive(Debug, Clone)]
+struct Farewell {
+    code: u16,
+    reason: String,
+}
+
+impl Farewell {
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        Farewell {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One `frames` session: both directions and the close bookkeeping.
+#[derive(Debug)]
+struct FrameSession {
+    /// Client to backend.
+    up: Pump<FrameCodec>,
+    /// Backend to client.
+    down: Pump<FrameCodec>,
+    /// Bound on each wait for a peer during the close.
+    close_timeout: Duration,
+}
+
+/// The first thing that ends the relaying phase.
+enum First {
+    Up(End),
+    Down(End),
+    Shutdown,
+}
+
+/// The plan for the closing phase, decided by the first event.
+struct ClosePlan {
+    /// Close frame to send to the client, if the proxy must speak to it.
+    to_client: Option<Farewell>,
+    /// Close frame to send to the backend.
+    to_backend: Option<Farewell>,
+    /// Wait for the client's close frame (it has not sent one yet and is
+    /// still there to send it).
+    await_client: bool,
+    /// Wait for the backend's close frame.
+    await_backend: bool,
+    /// The backend already got a close frame (the client's, forwarded), so it
+    /// will end the TCP connection itself.
+    backend_has_close: bool,
+}
+
+impl FrameSession {
+    async fn run<C, B, S>(mut self, client: &mut C, backend: &mut B, shutdown: S) -> Outcome
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+        S: Future<Output = ()>,
+    {
+        let mut shutdown = pin!(shutdown);
+        let first = poll_fn(|cx| {
+            if let Poll::Ready(end) = self.up.poll_relay(cx, client, backend) {
+                return Poll::Ready(First::Up(end));
+            }
+            if let Poll::Ready(end) = self.down.poll_relay(cx, backend, client) {
+                return Poll::Ready(First::Down(end));
+            }
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(First::Shutdown);
+            }
+            Poll::Pending
+        })
+        .await;
+
+        let (closed_by, close_code, plan) = match first {
+            First::Up(End::Close { code, .. }) => {
+                // The client started the close handshake: relay the backend's
+                // remaining frames and its close reply.
+                let reply = self
+                    .finish_direction(Direction::Down, client, backend)
+                    .await;
+                let echo = Farewell::new(code.unwrap_or(close_codes::NORMAL), "");
+                let plan = self.after_reply(reply, Direction::Down, echo);
+                (ClosedBy::Client, code, plan)
+            }
+            First::Down(End::Close { code, .. }) => {
+                let reply = self.finish_direction(Direction::Up, client, backend).await;
+                let echo = Farewell::new(code.unwrap_or(close_codes::NORMAL), "");
+                let plan = self.after_reply(reply, Direction::Up, echo);
+                (ClosedBy::Backend, code, plan)
+            }
+            First::Up(End::Violation(e)) => {
+                let fw = Farewell::new(e.close_code(), e.to_string());
+                (
+                    ClosedBy::ClientViolation,
+                    Some(fw.code),
+                    ClosePlan {
+                        to_client: Some(fw.clone()),
+                        to_backend: Some(fw),
+                        await_client: true,
+                        await_backend: true,
+                        backend_has_close: false,
+                    },
+                )
+            }
+            First::Down(End::Violation(e)) => {
+                let fw = Farewell::new(e.close_code(), e.to_string());
+                (
+                    ClosedBy::BackendViolation,
+                    Some(fw.code),
+                    ClosePlan {
+                        to_client: Some(fw.clone()),
+                        to_backend: Some(fw),
+                        await_client: true,
+                        await_backend: true,
+                        backend_has_close: false,
+                    },
+                )
+            }
+            // The client is gone (it stopped sending, or writing to it failed).
+            First::Up(End::Eof | End::ReadError(_)) | First::Down(End::WriteError(_)) => (
+                ClosedBy::ClientVanished,
+                Some(close_codes::GOING_AWAY),
+                ClosePlan {
+                    to_client: None,
+                    to_backend: Some(Farewell::new(close_codes::GOING_AWAY, "client went away")),
+                    await_client: false,
+                    await_backend: true,
+                    backend_has_close: false,
+                },
+            ),
+            // The backend is gone.
+            First::Down(End::Eof | End::ReadError(_)) | First::Up(End::WriteError(_)) => (
+                ClosedBy::BackendVanished,
+                Some(close_codes::BAD_GATEWAY),
+                ClosePlan {
+                    to_client: Some(Farewell::new(close_codes::BAD_GATEWAY, "backend went away")),
+                    to_backend: None,
+                    await_client: true,
+                    await_backend: false,
+                    backend_has_close: false,
+                },
+            ),
+            First::Shutdown => {
+                let fw = Farewell::new(close_codes::GOING_AWAY, "proxy shutting down");
+                (
+                    ClosedBy::Shutdown,
+                    Some(close_codes::GOING_AWAY),
+                    ClosePlan {
+                        to_client: Some(fw.clone()),
+                        to_backend: Some(fw),
+                        await_client: true,
+                        await_backend: true,
+                        backend_has_close: false,
+                    },
+                )
+            }
+        };
+        self.close(client, backend, plan).await;
+        Outcome {
+            client_to_backend: Traffic {
+                bytes: self.up.bytes_out,
+                messages: self.up.codec.messages,
+            },
+            backend_to_client: Traffic {
+                bytes: self.down.bytes_out,
+                messages: self.down.codec.messages,
+            },
+            close_code,
+            closed_by,
+        }
+    }
+
+    /// Keeps relaying one direction after the other one carried a close
+    /// frame, until this one carries the reply (or ends otherwise, or the
+    /// close timeout passes: then `None`).
+    async fn finish_direction<C, B>(
+        &mut self,
+        direction: Direction,
+        client: &mut C,
+        backend: &mut B,
+    ) -> Option<End>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        let relay = poll_fn(|cx| match direction {
+            Direction::Up => self.up.poll_relay(cx, client, backend),
+            Direction::Down => self.down.poll_relay(cx, backend, client),
+        });
+        tokio::time::timeout(self.close_timeout, relay).await.ok()
+    }
+
+    /// The closing plan once one peer's close was forwarded and `reply` is how
+    /// the other direction (`direction`) ended.
+    fn after_reply(&self, reply: Option<End>, direction: Direction, echo: Farewell) -> ClosePlan {
+        // The peer that sent the first close still waits for a reply.
+        let missing_reply = match &reply {
+            Some(End::Close { .. }) => None,
+            Some(End::Violation(e)) => Some(Farewell::new(e.close_code(), e.to_string())),
+            _ => Some(echo),
+        };
+        // Down: the client's close went to the backend. Up: the backend's
+        // close came first; it has one from the client if the reply came.
+        let (to_client, to_backend, backend_has_close) = match direction {
+            Direction::Down => (missing_reply, None, true),
+            Direction::Up => {
+                let replied = missing_reply.is_none();
+                (None, missing_reply, replied)
+            }
+        };
+        ClosePlan {
+            to_client,
+            to_backend,
+            await_client: false,
+            await_backend: false,
+            backend_has_close,
+        }
+    }
+
+    /// The closing phase: flush what is pending, send the proxy's own close
+    /// frames where the stream is at a frame boundary, wait for the peers'
+    /// close frames as planned, then close the TCP connections (client
+    /// first, as its server; the backend is waited for, as our server).
+    async fn close<C, B>(&mut self, client: &mut C, backend: &mut B, plan: ClosePlan)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        let deadline = Instant::now() + self.close_timeout;
+        let (up, down) = (&mut self.up, &mut self.down);
+        let to_client = say_farewell(down, client, plan.to_client, None, deadline);
+        let to_backend = say_farewell(up, backend, plan.to_backend, Some(random_key()), deadline);
+        let (client_told, backend_told) = tokio::join!(to_client, to_backend);
+
+        let deadline = Instant::now() + self.close_timeout;
+        up.codec.discard_until_close();
+        down.codec.discard_until_close();
+        // A backend that got no close frame would never end the connection:
+        // then we end it.
+        let backend_closes = plan.backend_has_close || backend_told;
+        tokio::join!(
+            linger(
+                client,
+                &mut up.codec,
+                plan.await_client && client_told,
+                true,
+                deadline
+            ),
+            linger(
+                backend,
+                &mut down.codec,
+                plan.await_backend && backend_told,
+                !backend_closes,
+                deadline
+            ),
+        );
+    }
+}
+
+/// The two directions of a session.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    /// Client to backend.
+    Up,
+    /// Backend to client.
+    Down,
+}
+
+/// Writes out what `pump` still holds for `dst`, then the proxy's close frame
+/// if the stream is at a frame boundary. Returns whether that close frame was
+/// sent.
+async fn say_farewell<T, D>(
+    pump: &mut Pump<T>,
+    dst: &mut D,
+    farewell: Option<Farewell>,
+    mask: Option<[u8; 4]>,
+    deadline: Instant,
+) -> bool
+where
+    T: Transform,
+    D: AsyncWrite + Unpin,
+{
+    let flushed =
+        tokio::time::timeout_at(deadline, poll_fn(|cx| pump.poll_write_out(cx, dst))).await;
+    if !matches!(flushed, Ok(Ok(()))) {
+        return false;
+    }
+    let Some(farewell) = farewell else {
+        return false;
+    };
+    if !pump.at_boundary() {
+        // Inside a frame the only clean way out is the TCP close.
+        return false;
+    }
+    let mut frame = [0u8; MAX_CLOSE_FRAME_LEN];
+    let n = encode_close_frame(farewell.code, &farewell.reason, mask, &mut frame);
+    let write = async {
+        dst.write_all(&frame[..n]).await?;
+        dst.flush().await
+    };
+    matches!(tokio::time::timeout_at(deadline, write).await, Ok(Ok(())))
+}
+
+/// Waits for a peer's close frame (if `await_close`), then ends its TCP
+/// connection: by shutting down our side first when `close_first` (as the
+/// client's server, or towards a backend that will not close by itself),
+/// otherwise by waiting for the peer to do so. Reads until EOF so that unread
+/// bytes do not turn our close into a reset. Bounded by `deadline`.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    codec: &mut FrameCodec,
+    await_close: bool,
+    close_first: bool,
+    deadline: Instant,
+) {
+    let mut awaiting = await_close;
+    let mut shut = false;
+    let mut buf = Chunk::take();
+    let mut filled = 0;
+    loop {
+        if !awaiting && close_first && !shut {
+            shut = true;
+            if tokio::time::timeout_at(deadline, stream.shutdown())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])).await;
+        let n = match read {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return,
+        };
+        if !awaiting {
+            continue;
+        }
+        filled += n;
+        let (step, end) = codec.process(&mut buf[..filled]);
+        if end.is_some() {
+            awaiting = false;
+            filled = 0;
+        } else {
+            buf.copy_within(step.consume..filled, 0);
+            filled -= step.consume;
+        }
+    }
+}

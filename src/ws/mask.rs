@@ -1,0 +1,183 @@
+//! Payload masking (RFC 6455 §5.3).
+//!
+//! Every client-to-server payload is XORed with a 4-byte key. The relay
+//! unmasks client frames to validate them and must mask frames it sends to a
+//! backend with a fresh key; with [`combine_keys`] both steps become one pass
+//! over the payload. [`apply_mask`] takes the payload offset of its first
+//! byte, so it can run over a frame chunk by chunk as the bytes stream
+//! through a bounded buffer. It works a 64-bit word at a time without
+//! `unsafe`, which the compiler turns into vector code.
+
+use rand::Rng;
+
+/// XORs `buf` with `key`, where `buf[0]` is payload byte number `offset` of
+/// the frame (so the key is rotated by `offset % 4`).
+///
+/// Masking and unmasking are the same operation. Calling this on consecutive
+/// chunks with increasing offsets equals one call on the whole payload.
+#[inline]
+pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: u64) {
+    let mut key = key;
+    // `offset % 4` is below 4, so the cast is lossless.
+    key.rotate_left((offset % 4) as usize);
+    if buf.len() < 8 {
+        mask_bytes(buf, key);
+        return;
+    }
+    let word = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        if let Ok(c) = <&mut [u8; 8]>::try_from(chunk) {
+            *c = (u64::from_ne_bytes(*c) ^ word).to_ne_bytes();
+        }
+    }
+    // Each chunk is a multiple of 4 bytes long, so the tail starts at key[0].
+    mask_bytes(chunks.into_remainder(), key);
+}
+
+/// Byte-at-a-time masking of a buffer that starts at key index 0.
+#[inline]
+fn mask_bytes(buf: &mut [u8], key: [u8; 4]) {
+    for (b, k) in buf.iter_mut().zip(key.iter().cycle()) {
+        *b ^= k;
+    }
+}
+
+/// The key that turns data masked with `a` into data masked with `b` in one
+/// pass (`a XOR b`), used to re-mask a client's payload with the proxy's own
+/// key towards the backend. Apply it with the same offsets as the original
+/// masking.
+#[inline]
+pub fn combine_keys(a: [u8; 4], b: [u8; 4]) -> [u8; 4] {
+    [a[0] ^ b[0], a[1] ^ b[1], a[2] ^ b[2], a[3] ^ b[3]]
+}
+
+/// A fresh mask key from a cryptographically strong generator (the
+/// thread-local `rand::rng()`, a CSPRNG), as RFC 6455 §5.3 requires so that
+/// intermediaries cannot predict it.
+#[inline]
+pub fn random_key() -> [u8; 4] {
+    rand::rng().random()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(buf: &mut [u8], key: [u8; 4], offset: u64) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b ^= key[(offset.wrapping_add(i as u64) % 4) as usize];
+        }
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
+            .collect()
+    }
+
+    fn keys() -> Vec<[u8; 4]> {
+        vec![
+            [0, 0, 0, 0],
+            [0xFF, 0xFF, 0xFF, 0xFF],
+            [0x37, 0xfa, 0x21, 0x3d],
+            [1, 2, 3, 4],
+            random_key(),
+        ]
+    }
+
+    #[test]
+    fn rfc_example() {
+        let mut p = *b"Hello";
+        apply_mask(&mut p, [0x37, 0xfa, 0x21, 0x3d], 0);
+        assert_eq!(p, [0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        apply_mask(&mut p, [0x37, 0xfa, 0x21, 0x3d], 0);
+        assert_eq!(&p, b"Hello");
+    }
+
+    #[test]
+    fn matches_reference_for_all_small_lengths_and_offsets() {
+        for key in keys() {
+            for len in 0..=40 {
+                for offset in 0..=7u64 {
+                    let mut a = data(len);
+                    let mut b = a.clone();
+                    apply_mask(&mut a, key, offset);
+                    reference(&mut b, key, offset);
+                    assert_eq!(a, b, "key {key:?} len {len} offset {offset}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_offsets_and_buffers() {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        for offset in [u64::MAX - 3, u64::MAX - 2, u64::MAX, 1 << 40] {
+            let mut a = data(1000);
+            let mut b = a.clone();
+            apply_mask(&mut a, key, offset);
+            reference(&mut b, key, offset);
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn chunked_equals_whole() {
+        let key = [0xA1, 0xB2, 0xC3, 0xD4];
+        for len in 0..=40usize {
+            let orig = data(len);
+            let mut whole = orig.clone();
+            apply_mask(&mut whole, key, 0);
+            // Every two-chunk split.
+            for i in 0..=len {
+                let mut parts = orig.clone();
+                let (x, y) = parts.split_at_mut(i);
+                apply_mask(x, key, 0);
+                apply_mask(y, key, i as u64);
+                assert_eq!(parts, whole, "len {len} split {i}");
+            }
+            // Fixed chunk sizes.
+            for size in 1..=9usize {
+                let mut parts = orig.clone();
+                for (n, chunk) in parts.chunks_mut(size).enumerate() {
+                    apply_mask(chunk, key, (n * size) as u64);
+                }
+                assert_eq!(parts, whole, "len {len} chunk size {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn combined_key_remasks_in_one_pass() {
+        let a = [0x37, 0xfa, 0x21, 0x3d];
+        for b in keys() {
+            for len in 0..=40 {
+                for offset in 0..4u64 {
+                    let plain = data(len);
+                    let mut masked_a = plain.clone();
+                    apply_mask(&mut masked_a, a, offset);
+                    // Two passes: unmask with a, mask with b.
+                    let mut two = masked_a.clone();
+                    apply_mask(&mut two, a, offset);
+                    assert_eq!(two, plain);
+                    apply_mask(&mut two, b, offset);
+                    // One pass with the combined key.
+                    let mut one = masked_a.clone();
+                    apply_mask(&mut one, combine_keys(a, b), offset);
+                    assert_eq!(one, two);
+                }
+            }
+        }
+        assert_eq!(combine_keys(a, a), [0; 4]);
+        assert_eq!(combine_keys(a, [0; 4]), a);
+    }
+
+    #[test]
+    fn random_keys_vary() {
+        let first = random_key();
+        assert!((0..16).any(|_| random_key() != first));
+    }
+}
