@@ -192,6 +192,9 @@ struct ClosePlan {
     /// The backend already got a close frame (the client's, forwarded), so it
     /// will end the TCP connection itself.
     backend_has_close: bool,
+    /// The backend broke the protocol: its connection is failed, not closed
+    /// cleanly.
+    backend_failed: bool,
 }
 
 impl FrameSession {
@@ -241,9 +244,10 @@ impl FrameSession {
                     ClosePlan {
                         to_client: Some(fw.clone()),
                         to_backend: Some(fw),
-                        await_client: true,
+                        await_client: false,
                         await_backend: true,
                         backend_has_close: false,
+                        backend_failed: false,
                     },
                 )
             }
@@ -256,8 +260,9 @@ impl FrameSession {
                         to_client: Some(fw.clone()),
                         to_backend: Some(fw),
                         await_client: true,
-                        await_backend: true,
+                        await_backend: false,
                         backend_has_close: false,
+                        backend_failed: true,
                     },
                 )
             }
@@ -271,6 +276,7 @@ impl FrameSession {
                     await_client: false,
                     await_backend: true,
                     backend_has_close: false,
+                    backend_failed: false,
                 },
             ),
             // The backend is gone.
@@ -283,6 +289,7 @@ impl FrameSession {
                     await_client: true,
                     await_backend: false,
                     backend_has_close: false,
+                    backend_failed: false,
                 },
             ),
             First::Shutdown => {
@@ -296,6 +303,7 @@ impl FrameSession {
                         await_client: true,
                         await_backend: true,
                         backend_has_close: false,
+                        backend_failed: false,
                     },
                 )
             }
@@ -359,6 +367,7 @@ impl FrameSession {
             await_client: false,
             await_backend: false,
             backend_has_close,
+            backend_failed: false,
         }
     }
 
@@ -378,22 +387,14 @@ impl FrameSession {
         let (client_told, backend_told) = tokio::join!(to_client, to_backend);
 
         let deadline = Instant::now() + self.close_timeout;
-        up.codec.discard_until_close();
-        down.codec.discard_until_close();
-        // A backend that got no close frame would never end the connection:
-        // then we end it.
-        let backend_closes = plan.backend_has_close || backend_told;
+        // A backend that got no close frame, or broke the protocol, will not
+        // end the connection by itself: then we end it.
+        let backend_closes = (plan.backend_has_close || backend_told) && !plan.backend_failed;
         tokio::join!(
-            linger(
-                client,
-                &mut up.codec,
-                plan.await_client && client_told,
-                true,
-                deadline
-            ),
+            linger(client, up, plan.await_client && client_told, true, deadline),
             linger(
                 backend,
-                &mut down.codec,
+                down,
                 plan.await_backend && backend_told,
                 !backend_closes,
                 deadline
@@ -446,48 +447,39 @@ where
     matches!(tokio::time::timeout_at(deadline, write).await, Ok(Ok(())))
 }
 
-/// Waits for a peer's close frame (if `await_close`), then ends its TCP
-/// connection: by shutting down our side first when `close_first` (as the
-/// client's server, or towards a backend that will not close by itself),
-/// otherwise by waiting for the peer to do so. Reads until EOF so that unread
-/// bytes do not turn our close into a reset. Bounded by `deadline`.
+/// Waits for a peer's close frame (if `await_close`), reading it through the
+/// pump that relayed that peer so that no byte of its stream is skipped, then
+/// ends its TCP connection: by shutting down our side first when
+/// `close_first` (as the client's server, towards a peer that broke the
+/// protocol, or towards a backend that will not close by itself), otherwise
+/// by waiting for the peer to do so. Reads until EOF so that unread bytes do
+/// not turn our close into a reset. Bounded by `deadline`.
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    codec: &mut FrameCodec,
+    pump: &mut Pump<FrameCodec>,
     await_close: bool,
     close_first: bool,
     deadline: Instant,
 ) {
-    let mut awaiting = await_close;
-    let mut shut = false;
+    if await_close {
+        pump.codec.discard_until_close();
+        let mut nowhere = tokio::io::sink();
+        let reply = poll_fn(|cx| pump.poll_relay(cx, stream, &mut nowhere));
+        if tokio::time::timeout_at(deadline, reply).await.is_err() {
+            return;
+        }
+    }
+    if close_first
+        && tokio::time::timeout_at(deadline, stream.shutdown())
+            .await
+            .is_err()
+    {
+        return;
+    }
     let mut buf = Chunk::take();
-    let mut filled = 0;
-    loop {
-        if !awaiting && close_first && !shut {
-            shut = true;
-            if tokio::time::timeout_at(deadline, stream.shutdown())
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        let read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])).await;
-        let n = match read {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return,
-        };
-        if !awaiting {
-            continue;
-        }
-        filled += n;
-        let (step, end) = codec.process(&mut buf[..filled]);
-        if end.is_some() {
-            awaiting = false;
-            filled = 0;
-        } else {
-            buf.copy_within(step.consume..filled, 0);
-            filled -= step.consume;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            return;
         }
     }
 }
