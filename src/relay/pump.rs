@@ -94,7 +94,9 @@ impl<T: Transform> Pump<T> {
         Pump {
             codec,
             buf: None,
-            prefix,
+            // An empty `Bytes` split off a larger buffer would keep that whole
+            // buffer alive for the session.
+            prefix: if prefix.is_empty() { Bytes::new() } else { prefix },
             filled: 0,
             written: 0,
             emit: 0,
@@ -131,6 +133,9 @@ impl<T: Transform> Pump<T> {
                 let n = self.prefix.len().min(buf.len() - self.filled);
                 buf[self.filled..self.filled + n].copy_from_slice(&self.prefix[..n]);
                 self.prefix.advance(n);
+                if self.prefix.is_empty() {
+                    self.prefix = Bytes::new();
+                }
                 n
             } else {
                 let mut read = ReadBuf::new(&mut buf[self.filled..]);

@@ -150,6 +150,9 @@ pub async fn handle(
         close_timeout: state.config.timeouts.close,
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // Only the socket and its read-ahead live on in the session.
+    let backend_stream = upstream.stream;
+    let backend_read_ahead = upstream.read_ahead;
     let route_prefix = route.path_prefix.clone();
     let server_name = server.url.authority.clone();
     let stop = shutdown.token().clone();
@@ -170,8 +173,8 @@ pub async fn handle(
         let outcome = relay::run(
             client,
             parts.read_buf,
-            upstream.stream,
-            upstream.read_ahead,
+            backend_stream,
+            backend_read_ahead,
             session,
             stop.cancelled_owned(),
         )
