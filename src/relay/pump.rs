@@ -96,7 +96,11 @@ impl<T: Transform> Pump<T> {
             buf: None,
             // An empty `Bytes` split off a larger buffer would keep that whole
             // buffer alive for the session.
-            prefix: if prefix.is_empty() { Bytes::new() } else { prefix },
+            prefix: if prefix.is_empty() {
+                Bytes::new()
+            } else {
+                prefix
+            },
             filled: 0,
             written: 0,
             emit: 0,
