@@ -119,8 +119,8 @@ pub async fn run<C, B, S>(
     shutdown: S,
 ) -> Outcome
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    B: AsyncRead + AsyncWrite + Unpin + Send,
     S: Future<Output = ()>,
 {
     match config.mode {
@@ -128,7 +128,7 @@ where
             tunnel::relay(&mut client, client_prefix, &mut backend, backend_prefix).await
         }
         RelayMode::Frames => {
-            let session = FrameSession {
+            let mut session = FrameSession {
                 up: Pump::new(
                     FrameCodec::new(Source::Client, config.limits),
                     client_prefix,
@@ -198,14 +198,45 @@ struct ClosePlan {
 }
 
 impl FrameSession {
-    async fn run<C, B, S>(mut self, client: &mut C, backend: &mut B, shutdown: S) -> Outcome
+    async fn run<C, B, S>(&mut self, client: &mut C, backend: &mut B, shutdown: S) -> Outcome
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send,
+        B: AsyncRead + AsyncWrite + Unpin + Send,
+        S: Future<Output = ()>,
+    {
+        let first = self.relay(client, backend, shutdown).await;
+        // The closing phase has timers and frame buffers of its own: keep
+        // them out of the session's future (which every idle session holds)
+        // by allocating them only when a session ends.
+        self.conclude_boxed(first, client, backend).await
+    }
+
+    /// [`FrameSession::conclude`], built straight on the heap (in a frame of
+    /// its own, so the session's future never has room for it).
+    #[inline(never)]
+    fn conclude_boxed<'a, C, B>(
+        &'a mut self,
+        first: First,
+        client: &'a mut C,
+        backend: &'a mut B,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send,
+        B: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        Box::pin(self.conclude(first, client, backend))
+    }
+
+    /// The relaying phase: both directions, until one of them ends or the
+    /// shutdown signal comes.
+    async fn relay<C, B, S>(&mut self, client: &mut C, backend: &mut B, shutdown: S) -> First
     where
         C: AsyncRead + AsyncWrite + Unpin,
         B: AsyncRead + AsyncWrite + Unpin,
         S: Future<Output = ()>,
     {
         let mut shutdown = pin!(shutdown);
-        let first = poll_fn(|cx| {
+        poll_fn(|cx| {
             if let Poll::Ready(end) = self.up.poll_relay(cx, client, backend) {
                 return Poll::Ready(First::Up(end));
             }
@@ -217,8 +248,16 @@ impl FrameSession {
             }
             Poll::Pending
         })
-        .await;
+        .await
+    }
 
+    /// Everything after the relaying phase: the close handshake and the TCP
+    /// close, decided by the event that ended the relaying.
+    async fn conclude<C, B>(&mut self, first: First, client: &mut C, backend: &mut B) -> Outcome
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send,
+        B: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let (closed_by, close_code, plan) = match first {
             First::Up(End::Close { code, .. }) => {
                 // The client started the close handshake: relay the backend's
@@ -481,5 +520,40 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
         if n == 0 {
             return;
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle session holds its relay future, so its size is memory per
+    /// connection: the closing phase (timers, frame buffers) must stay out
+    /// of it, behind a box. This guards against a change that inlines it
+    /// again (the future was 2.5 KB before that was done).
+    #[tokio::test]
+    async fn idle_session_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let backend = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let config = SessionConfig {
+            mode: RelayMode::Frames,
+            limits: FrameLimits {
+                max_frame_size: 1 << 20,
+                max_message_size: 1 << 20,
+                deflate: false,
+            },
+            close_timeout: Duration::from_secs(1),
+        };
+        let session = run(
+            client,
+            Bytes::new(),
+            backend,
+            Bytes::new(),
+            config,
+            std::future::pending::<()>(),
+        );
+        let size = std::mem::size_of_val(&session);
+        assert!(size <= 1536, "relay future grew to {size} bytes");
     }
 }
