@@ -471,6 +471,15 @@ impl fmt::Display for Report {
                 write!(f, ", {us:.2} µs per {per}")?;
             }
             writeln!(f)?;
+            if self.mode != "idle" && cpu >= 0.9 * self.duration_s * self.threads as f64 {
+                writeln!(
+                    f,
+                    "  note       the bench was busy {:.0}% of the time on each of its {} thread(s): \
+                     it may be the limit here (try more --threads, or give it its own core)",
+                    cpu / (self.duration_s * self.threads as f64).max(1e-9) * 100.0,
+                    self.threads
+                )?;
+            }
         }
         Ok(())
     }
