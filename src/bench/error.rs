@@ -39,8 +39,9 @@ pub enum BenchError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The `--ca` file could not be read or holds no certificate.
-    #[error("--ca {path}: {reason}", path = path.display())]
+    /// The CA file (`--ca`, `SSL_CERT_FILE` or the system bundle) could not
+    /// be read or holds no usable certificate.
+    #[error("CA certificates {path}: {reason}", path = path.display())]
     Ca {
         /// The file as given.
         path: PathBuf,

@@ -204,6 +204,14 @@ impl Options {
         if self.duration.is_zero() {
             return bad("--duration must be more than 0".into());
         }
+        if self.mode != Mode::Idle && self.ramp > self.warmup + self.duration {
+            return bad(format!(
+                "--ramp ({:?}) must not be longer than --warmup + --duration ({:?}), or connections \
+                 would open after the end of the run",
+                self.ramp,
+                self.warmup + self.duration
+            ));
+        }
         if self.timeout.is_zero() {
             return bad("--timeout must be more than 0".into());
         }
