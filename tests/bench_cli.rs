@@ -230,7 +230,7 @@ async fn rate_mode_measures_latency_from_the_intended_send() {
     assert_eq!(j["rate"].as_f64(), Some(500.0));
     let messages = u64_at(j, "/messages");
     // 500/s for 1 s; allow for a slow machine but not for a runaway loop.
-    assert!((300..=510).contains(&messages), "{j}");
+    assert!((100..=510).contains(&messages), "{j}");
     assert_eq!(u64_at(j, "/latency_us/count"), messages);
     assert!(u64_at(j, "/latency_us/p50") > 0);
     assert!(u64_at(j, "/latency_us/p99") >= u64_at(j, "/latency_us/p50"));
