@@ -536,7 +536,10 @@ impl Expected {
         let Ok(offset) = usize::try_from(offset) else {
             return false;
         };
-        let Some(want) = self.template.get(offset..offset + chunk.len()) else {
+        let Some(want) = offset
+            .checked_add(chunk.len())
+            .and_then(|end| self.template.get(offset..end))
+        else {
             return false;
         };
         if self.template.len() >= 8 && offset < 8 {
