@@ -27,12 +27,14 @@
 //! - [`relay`]: the two relay modes, `frames` and `tunnel`, and the close
 //!   bookkeeping of a session.
 //! - [`echo`]: a small conformant echo server used for demos, tests and benches.
+//! - [`bench`](mod@bench): `wsgate bench`, a low-overhead load generator for any WebSocket URL.
 //! - [`shutdown`]: one stop signal fanned out to every task.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod bench;
 pub mod config;
 pub mod echo;
 pub mod relay;

@@ -1,8 +1,10 @@
 //! The `wsgate` command line: run the proxy, check a config, run an echo
-//! server, or a self-contained demo. The only place `anyhow` is used.
+//! server, a self-contained demo, or a load benchmark. The only place
+//! `anyhow` is used.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -50,6 +52,87 @@ enum Command {
         #[arg(long, short, default_value = "config/wsgate.yaml")]
         config: PathBuf,
     },
+    /// Load-test any WebSocket server or proxy: echo round trips, idle
+    /// connections, or connection churn. Exits non-zero if any error occurred.
+    Bench(Box<BenchArgs>),
+}
+
+/// What the connections of `wsgate bench` do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchMode {
+    /// Send messages and verify every echo byte for byte.
+    Echo,
+    /// Open the connections, hold them for --duration, then ping each.
+    Idle,
+    /// Connect, upgrade, one echo, close: back to back in every slot.
+    Churn,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The WebSocket URL to load: ws://HOST[:PORT]/PATH or wss://…
+    url: String,
+    /// What the connections do.
+    #[arg(long, value_enum, default_value_t = BenchMode::Echo)]
+    mode: BenchMode,
+    /// Number of connections (churn: connection slots).
+    #[arg(long, short = 'c', default_value_t = 10)]
+    connections: usize,
+    /// Message payload size: bytes, or with a unit (4KiB, 1MiB, 1MB).
+    #[arg(long, default_value = "64", value_parser = parse_size_arg)]
+    size: usize,
+    /// Send text messages (default: binary).
+    #[arg(long)]
+    text: bool,
+    /// Closed loop: messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    inflight: usize,
+    /// Open loop: messages per second over all connections, sent at fixed
+    /// intended times; latency counts from the intended time. Overrides
+    /// --inflight.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to measure (idle: how long to hold the connections).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    duration: Duration,
+    /// Time from the start before counting begins.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    warmup: Duration,
+    /// Spread the opening of the connections over this time.
+    #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]
+    ramp: Duration,
+    /// Limit of every wait: connect, handshake, echoes after the end, close.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    timeout: Duration,
+    /// Worker threads, each with its own single-threaded runtime.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print one JSON object with all results on stdout, and no progress.
+    #[arg(long)]
+    json: bool,
+    /// Source addresses to spread the connections over: a range such as
+    /// 127.0.0.1-127.0.0.254, or a count N for N addresses from 127.0.0.1.
+    #[arg(long, value_name = "RANGE|COUNT")]
+    source_ips: Option<String>,
+    /// wss: accept any server certificate.
+    #[arg(long)]
+    insecure: bool,
+    /// wss: trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+}
+
+fn parse_size_arg(text: &str) -> Result<usize, String> {
+    let bytes = wsgate::config::units::parse_size(text).map_err(|e| e.to_string())?;
+    usize::try_from(bytes).map_err(|_| format!("{text:?} is too large"))
+}
+
+/// A duration as in the config (`10s`, `500ms`), or a bare `0`.
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    wsgate::config::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +154,11 @@ fn start(cli: Cli) -> Result<()> {
         )
         .with_target(false)
         .init();
+    // The benchmark builds its own runtimes, one per thread.
+    let command = match cli.command {
+        Command::Bench(args) => return bench(*args),
+        command => command,
+    };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Ok(threads) = std::env::var("WORKER_THREADS") {
@@ -83,11 +171,12 @@ fn start(cli: Cli) -> Result<()> {
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Run { config } => run(&config).await,
             Command::Check { config } => check(&config),
             Command::Echo { listen } => echo(listen).await,
             Command::Demo { config } => demo(&config).await,
+            Command::Bench(_) => unreachable!("bench runs without this runtime"),
         }
     })
 }
@@ -218,4 +307,40 @@ async fn demo(path: &Path) -> Result<()> {
     }
     proxy.await?;
     Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    use wsgate::bench::{Mode, Options};
+    let opts = Options {
+        url: args.url,
+        mode: match args.mode {
+            BenchMode::Echo => Mode::Echo,
+            BenchMode::Idle => Mode::Idle,
+            BenchMode::Churn => Mode::Churn,
+        },
+        connections: args.connections,
+        size: args.size,
+        text: args.text,
+        inflight: args.inflight,
+        rate: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        ramp: args.ramp,
+        timeout: args.timeout,
+        threads: args.threads,
+        source_ips: args.source_ips,
+        insecure: args.insecure,
+        ca: args.ca,
+        progress: !args.json,
+    };
+    let report = wsgate::bench::run(&opts).context("bench")?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    match &report.failure {
+        Some(why) => bail!("bench failed: {why}"),
+        None => Ok(()),
+    }
 }
