@@ -1,7 +1,8 @@
 //! Micro benchmarks of the per-byte and per-frame work on the relay path:
 //! frame header parse/encode, (re-)masking against a plain memcpy of the
 //! same size (the physical limit), UTF-8 validation, the accept key, and
-//! the `frames` transform over a chunk of small and of large frames.
+//! the `frames` transform over one relay chunk of small frames and of part
+//! of a large frame.
 //!
 //! Run with `cargo bench --bench codec`; criterion prints throughput.
 
@@ -15,7 +16,7 @@ use wsgate::ws::mask::{apply_mask, combine_keys};
 use wsgate::ws::utf8::Utf8Validator;
 
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-const CHUNK: usize = 16 * 1024;
+const CHUNK: usize = wsgate::relay::buffer::CHUNK_SIZE;
 
 fn frame_header(c: &mut Criterion) {
     let header = FrameHeader {

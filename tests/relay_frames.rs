@@ -6,6 +6,8 @@
 
 mod common;
 
+use wsgate::relay::buffer::CHUNK_SIZE;
+
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -152,12 +154,12 @@ async fn ping_between_fragments_is_answered_and_message_stays_whole() {
 
 #[tokio::test]
 async fn message_of_many_chunks_with_a_frame_size_just_over_the_buffer() {
-    // 16 KiB + 1 byte: a payload that cannot fit one chunk buffer, sent as
+    // One chunk + 1 byte: a payload that cannot fit one chunk buffer, sent as
     // several frames of a message so chunk and frame boundaries differ.
     let backend = echo_backend().await;
     let proxy = Proxy::simple(&[backend], "").await;
     let mut client = raw_ws(proxy.addr(), "/").await;
-    let part: Vec<u8> = (0..16 * 1024 + 1).map(|i| (i % 253) as u8).collect();
+    let part: Vec<u8> = (0..CHUNK_SIZE + 1).map(|i| (i % 253) as u8).collect();
     let mut bytes = client_frame(false, 0, 0x2, true, &part);
     bytes.extend(client_frame(false, 0, 0x0, true, &part));
     bytes.extend(client_frame(true, 0, 0x0, true, &part));
@@ -318,13 +320,12 @@ async fn raw_client_disappearing_gives_the_backend_1001() {
     assert_eq!(close.map(|(code, _)| code), Some(1001));
 }
 
-/// Sizes around the 16 KiB chunk so that the control frame that follows a
+/// Sizes around the relay chunk so that the control frame that follows a
 /// data frame straddles the chunk boundary at every offset of its header
 /// and payload.
 fn straddling_sizes() -> Vec<usize> {
-    const CHUNK: usize = 16 * 1024;
     // A masked binary frame of payload n >= 126 has a 2 + 2 + 4 byte header.
-    (CHUNK - 8 - 140..CHUNK - 8 + 4).collect()
+    (CHUNK_SIZE - 8 - 140..CHUNK_SIZE - 8 + 4).collect()
 }
 
 #[tokio::test]
@@ -350,7 +351,7 @@ async fn control_frames_straddling_the_chunk_boundary_from_the_client() {
 
 #[tokio::test]
 async fn close_frame_straddling_the_chunk_boundary_from_the_client() {
-    for n in [16 * 1024 - 8 - 4, 16 * 1024 - 8 - 1, 16 * 1024 - 8 + 1] {
+    for n in [CHUNK_SIZE - 8 - 4, CHUNK_SIZE - 8 - 1, CHUNK_SIZE - 8 + 1] {
         let (backend, mut events) = reporting_backend().await;
         let proxy = Proxy::simple(&[backend], "").await;
         let mut client = raw_ws(proxy.addr(), "/").await;

