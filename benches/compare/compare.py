@@ -29,6 +29,8 @@ Environment (all optional):
   RATE        open-loop rate of the `rate` scenario (default 10000)
   PROXY_LOGS  1 (default): every proxy writes one log line per session to
               a file, as in production; 0: no per-session logging anywhere
+  NGINX_SSL_PROTOCOLS  nginx's ssl_protocols (default "TLSv1.2 TLSv1.3"; the
+              1.22 default "TLSv1 TLSv1.1 TLSv1.2" makes it answer with 1.2)
   OUT         output directory (default reports/compare)
   WSGATE      the wsgate binary (default target/release/wsgate)
   COMPARE_RUN_DIR    scratch directory for configs, pid files and logs
@@ -83,6 +85,9 @@ IDLE_RAMP = parse_secs(env("IDLE_RAMP", "5s"))
 CHURN_CONNECTIONS = int(env("CHURN_CONNECTIONS", "10"))
 RATE = int(env("RATE", "10000"))
 PROXY_LOGS = env("PROXY_LOGS", "1") != "0"
+# nginx 1.22 enables only up to TLS 1.2 by default (1.23.4 added 1.3);
+# HAProxy and wsgate offer 1.3, so nginx gets the same for a fair match.
+NGINX_SSL_PROTOCOLS = env("NGINX_SSL_PROTOCOLS", "TLSv1.2 TLSv1.3")
 OUT = os.path.abspath(env("OUT", os.path.join(ROOT, "reports", "compare")))
 WSGATE = os.path.abspath(env("WSGATE", os.path.join(ROOT, "target", "release", "wsgate")))
 # The bench counts from its own start, which is a few ms after the process
@@ -130,7 +135,7 @@ def scenarios():
 # Processes
 
 RUN_DIR = None
-RESUMES = {}  # proxy -> whether it resumed TLS sessions in the probe
+RESUMES = {}  # proxy -> TLS version, cipher and resumption seen by a probe
 STARTED = []  # every Popen we started, killed on exit
 
 
@@ -371,7 +376,8 @@ def start_proxy(name, tls, echo_port, tag):
             # descriptors themselves are bounded by worker_rlimit_nofile.
             "CONNECTIONS": max(nofile, (2 * IDLE_CONNECTIONS + 50) * 17 // 15),
             "SSL": "ssl" if tls else "",
-            "SSL_CERT": f"ssl_certificate {tls.cert};" if tls else "",
+            "SSL_CERT": (f"ssl_certificate {tls.cert};\n        "
+                         f"ssl_protocols {NGINX_SSL_PROTOCOLS};") if tls else "",
             "SSL_KEY": f"ssl_certificate_key {tls.key};" if tls else "",
             "ACCESS_LOG": f"access_log {d}/nginx-access.log;" if PROXY_LOGS else "access_log off;",
         })
@@ -432,14 +438,16 @@ def bench_argv(url, args, tls):
     return argv
 
 
-def tls_resumes(port, ca):
-    """Whether the server resumes a TLS session (a second connection with
-    the first one's ticket), as the bench's client would try in churn."""
+def tls_probe(port, ca):
+    """The TLS version and cipher the proxy picks for a client offering
+    TLS 1.2 and 1.3, and whether it resumes a session (a second connection
+    with the first one's ticket), as the bench's client does in churn."""
     import ssl
     ctx = ssl.create_default_context(cafile=ca)
     ctx.set_alpn_protocols(["http/1.1"])
     session = None
     reused = []
+    picked = None
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
             with ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as s:
@@ -448,9 +456,10 @@ def tls_resumes(port, ca):
                           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
                 s.recv(4096)  # the 101; TLS 1.3 tickets arrive with or before it
                 reused.append(s.session_reused)
+                picked = picked or f"{s.version()} {s.cipher()[0]}"
                 session = s.session
                 s.sendall(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # close 1000, masked
-    return any(reused[1:])
+    return f"{picked}, resumption {'yes' if any(reused[1:]) else 'no'}"
 
 
 # --------------------------------------------------------------------------
@@ -482,7 +491,7 @@ def verify(name, tls_obj, tag):
                                 f"first={rep.get('first_errors')}")
         if tls_obj is not None and name != "direct":
             try:
-                RESUMES[name] = tls_resumes(port, tls_obj.ca)
+                RESUMES[name] = tls_probe(port, tls_obj.ca)
             except Exception as e:  # noqa: BLE001 - informational only
                 RESUMES[name] = f"probe failed: {e}"
         if proc is not None and proc.poll() is not None:
@@ -614,7 +623,8 @@ def summarize(r, sc):
     s["p50"], s["p99"], s["p999"] = lat.get("p50"), lat.get("p99"), lat.get("p999")
     s["errors"] = (rep.get("errors") or {}).get("total")
     s["first_errors"] = rep.get("first_errors") or {}
-    s["rss_mib"] = r["rss_kib_end"] / 1024 if r.get("rss_kib_end") else None
+    series = [rss for (_, rss, _) in r.get("rss_series") or [] if rss]
+    s["rss_mib"] = max(series) / 1024 if series and r["proxy"] != "direct" else None
     s["alive_proxy"] = r.get("proxy_alive_after", True)
     s["proxy_exit"] = r.get("proxy_exit")
     s["bench_cpu_us"] = rep.get("cpu_us_per_message")
@@ -673,7 +683,7 @@ def table(sc, rows):
         rate = "sessions/s" if kind == "churn" else "msgs/s"
         lat = "session p50 / p99 / p99.9 (ms)" if kind == "churn" else "p50 / p99 / p99.9 (ms)"
         out.append(f"| proxy | µs CPU per {unit} | ratio vs nginx | proxy CPU % | {rate} | {lat} "
-                   f"| RSS (MiB) | errors | core 0 busy % |")
+                   f"| peak RSS (MiB) | errors | core 0 busy % |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for s in rows:
             out.append(
@@ -799,7 +809,7 @@ def main():
     settings = dict(duration=fmt_secs(DURATION), warmup=fmt_secs(WARMUP),
                     idle_connections=IDLE_CONNECTIONS, idle_wanted=IDLE_WANTED,
                     idle_ramp=fmt_secs(IDLE_RAMP), churn_connections=CHURN_CONNECTIONS,
-                    rate=RATE, proxy_logs=PROXY_LOGS)
+                    rate=RATE, proxy_logs=PROXY_LOGS, nginx_ssl_protocols=NGINX_SSL_PROTOCOLS)
     with open(os.path.join(OUT, "results.json"), "w") as fh:
         json.dump(dict(machine=info, settings=settings, tls_resumption=RESUMES, verify={f"{p}{' tls' if t else ''}": v for (p, t), v in verified.items()},
                        scenarios=results), fh, indent=2)
@@ -820,9 +830,9 @@ def main():
         if fails:
             md.append(f"- **verification failed** for {p_t[0]}{' (TLS)' if p_t[1] else ''}: {'; '.join(fails)}")
     if RESUMES:
-        md.append("- TLS session resumption offered by default (probe: a second connection with "
-                  "the first one's session): " + ", ".join(f"{p} {'yes' if v is True else ('no' if v is False else v)}"
-                                                         for p, v in RESUMES.items()))
+        md.append("- TLS as negotiated with a client offering TLS 1.2 and 1.3 (Python probe), and "
+                  "whether a second connection resumes the session: "
+                  + "; ".join(f"{p}: {v}" for p, v in RESUMES.items()))
     for sid, res in results.items():
         md += [f"## {res['title']}", "", f"`wsgate bench {res['bench_args']}`", "",
                table(known[sid], res["rows"]), ""]
