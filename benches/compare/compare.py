@@ -27,6 +27,8 @@ Environment (all optional):
   IDLE_RAMP   time over which the idle connections open (default 5s)
   CHURN_CONNECTIONS  churn slots (default 10)
   RATE        open-loop rate of the `rate` scenario (default 10000)
+  ROUNDS      runs per (proxy, scenario), in rotating order (default 1); the
+              tables then give medians, with the range of the deciding figure
   PROXY_LOGS  1 (default): every proxy writes one log line per session to
               a file, as in production; 0: no per-session logging anywhere
   NGINX_SSL_PROTOCOLS  nginx's ssl_protocols (default "TLSv1.2 TLSv1.3"; the
@@ -83,6 +85,7 @@ DURATION = parse_secs(env("DURATION", "10s"))
 WARMUP = parse_secs(env("WARMUP", "2s"))
 IDLE_RAMP = parse_secs(env("IDLE_RAMP", "5s"))
 CHURN_CONNECTIONS = int(env("CHURN_CONNECTIONS", "10"))
+ROUNDS = max(1, int(env("ROUNDS", "1")))
 RATE = int(env("RATE", "10000"))
 PROXY_LOGS = env("PROXY_LOGS", "1") != "0"
 # nginx 1.22 enables only up to TLS 1.2 by default (1.23.4 added 1.3);
@@ -505,11 +508,11 @@ def verify(name, tls_obj, tag):
     return failures
 
 
-def run_one(name, sc, tls_obj):
-    tag = f"{sc['id']}-{name}"
+def run_one(name, sc, tls_obj, rnd=0):
+    tag = f"{sc['id']}-{name}" + (f"-{rnd + 1}" if ROUNDS > 1 else "")
     raw_path = os.path.join(OUT, "raw", f"{tag}.json")
     echo, echo_port = start_echo(tag)
-    result = dict(proxy=name, scenario=sc["id"], started=datetime.datetime.now().isoformat(timespec="seconds"))
+    result = dict(proxy=name, scenario=sc["id"], round=rnd + 1, started=datetime.datetime.now().isoformat(timespec="seconds"))
     proc = None
     try:
         proc, port, log = start_proxy(name, tls_obj, echo_port, tag)
@@ -642,6 +645,45 @@ def summarize(r, sc):
     return s
 
 
+def combine(runs):
+    """One row from the rounds of one proxy: the median of every figure,
+    errors added up, the fewest alive, and the spread of the deciding
+    figure."""
+    if len(runs) == 1:
+        return runs[0]
+    row = dict(runs[0])
+    for key, value in runs[0].items():
+        if key in ("errors",):
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            middle = statistics.median_low if isinstance(value, int) else statistics.median
+            row[key] = middle(values) if values else None
+    row["errors"] = sum(r.get("errors") or 0 for r in runs)
+    if any(r.get("alive") is not None for r in runs):
+        row["alive"] = min(r.get("alive") or 0 for r in runs)
+    row["failure"] = "; ".join(f"#{i + 1}: {r['failure']}" for i, r in enumerate(runs) if r.get("failure")) or None
+    row["first_errors"] = {}
+    for r in runs:
+        for k, v in (r.get("first_errors") or {}).items():
+            row["first_errors"].setdefault(k, v)
+    row["alive_proxy"] = all(r.get("alive_proxy", True) for r in runs)
+    for key in ("cpu_us", "rss_per_conn_kib"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        row[key + "_range"] = (min(values), max(values)) if values else None
+    row["rounds"] = len(runs)
+    return row
+
+
+def spread(s, key, spec):
+    """The figure, with its range over the rounds when there were several."""
+    text = f(s.get(key), spec)
+    rng = s.get(key + "_range")
+    if rng and s.get("rounds", 1) > 1:
+        text += f" ({rng[0]:{spec}}–{rng[1]:{spec}})"
+    return text
+
+
 def f(value, spec, dash="—"):
     return dash if value is None else format(value, spec)
 
@@ -672,7 +714,7 @@ def table(sc, rows):
             rss = (f"{s['rss_before_mib']:.1f} → {s['rss_hold_mib']:.1f}"
                    if s.get("rss_hold_mib") is not None and s["proxy"] != "direct" else "—")
             out.append(
-                f"| {s['proxy']} | {f(s.get('rss_per_conn_kib') if s['proxy'] != 'direct' else None, '.2f')} "
+                f"| {s['proxy']} | {spread(s, 'rss_per_conn_kib', '.2f') if s['proxy'] != 'direct' else '—'} "
                 f"| {ratio(s.get('rss_per_conn_kib'), nginx.get('rss_per_conn_kib')) if s['proxy'] != 'direct' else '—'} "
                 f"| {f(s.get('alive'), 'd')}/{f(s.get('connections'), 'd')} | {rss} "
                 f"| {f(s.get('fds_hold') if s['proxy'] != 'direct' else None, 'd')} "
@@ -687,7 +729,7 @@ def table(sc, rows):
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for s in rows:
             out.append(
-                f"| {s['proxy']} | {f(s.get('cpu_us'), '.2f')} | {ratio(s.get('cpu_us'), nginx.get('cpu_us'))} "
+                f"| {s['proxy']} | {spread(s, 'cpu_us', '.2f')} | {ratio(s.get('cpu_us'), nginx.get('cpu_us'))} "
                 f"| {f(s.get('cpu_pct'), '.0f')} | {f(s.get('rate'), ',.0f')} "
                 f"| {ms(s.get('p50'))} / {ms(s.get('p99'))} / {ms(s.get('p999'))} "
                 f"| {f(s.get('rss_mib'), '.1f')} | {f(s.get('errors'), 'd')} | {f(s.get('core0_pct'), '.0f')} |")
@@ -736,6 +778,12 @@ def main():
     RUN_DIR = os.environ.get("COMPARE_RUN_DIR") or tempfile.mkdtemp(prefix="wsgate-compare-")
     os.makedirs(RUN_DIR, exist_ok=True)
     os.makedirs(os.path.join(OUT, "raw"), exist_ok=True)
+    # Only this run's files: an earlier run may have had other rounds or
+    # scenarios.
+    for d, suffix in ((os.path.join(OUT, "raw"), ".json"), (OUT, ".svg")):
+        for name in os.listdir(d):
+            if name.endswith(suffix):
+                os.remove(os.path.join(d, name))
     # This script shares core 1 with the load; core 0 is the proxy's alone.
     os.sched_setaffinity(0, {LOAD_CORE})
 
@@ -784,22 +832,31 @@ def main():
     for sid in wanted_s:
         sc = known[sid]
         print(f"\n== {sc['title']}", flush=True)
+        # The echo backend speaks no TLS: no direct run over TLS.
+        order = [p for p in wanted_p if not (sc["tls"] and p == "direct")]
+        runs = {p: [] for p in order}
+        for rnd in range(ROUNDS):
+            # Rotate the order each round, so that no proxy always runs
+            # first or last.
+            k = rnd % len(order)
+            for p in order[k:] + order[:k]:
+                r = run_one(p, sc, tls_obj if sc["tls"] else None, rnd)
+                s = summarize(r, sc)
+                runs[p].append(s)
+                who = f"{p:14}" + (f" #{rnd + 1}" if ROUNDS > 1 else "")
+                if sc["kind"] == "idle":
+                    print(f"   {who} alive {s.get('alive')}/{s.get('connections')}  "
+                          f"RSS/conn {f(s.get('rss_per_conn_kib'), '.2f')} KiB  errors {s.get('errors')}"
+                          f"{'  FAILED: ' + s['failure'] if s.get('failure') else ''}", flush=True)
+                else:
+                    print(f"   {who} {f(s.get('cpu_us'), '.2f')} µs CPU/{'session' if sc['kind'] == 'churn' else 'msg'}  "
+                          f"{f(s.get('rate'), ',.0f')}/s  p99 {ms(s.get('p99'))} ms  errors {s.get('errors')}"
+                          f"{'  FAILED: ' + s['failure'] if s.get('failure') else ''}", flush=True)
         rows = []
-        for p in wanted_p:
-            if sc["tls"] and p == "direct":
-                continue  # the echo backend speaks no TLS
-            r = run_one(p, sc, tls_obj if sc["tls"] else None)
-            s = summarize(r, sc)
+        for p in order:
+            s = combine(runs[p])
             s["verify_failures"] = verified.get((p, sc["tls"]), [])
             rows.append(s)
-            if sc["kind"] == "idle":
-                print(f"   {p:14} alive {s.get('alive')}/{s.get('connections')}  "
-                      f"RSS/conn {f(s.get('rss_per_conn_kib'), '.2f')} KiB  errors {s.get('errors')}"
-                      f"{'  FAILED: ' + s['failure'] if s.get('failure') else ''}", flush=True)
-            else:
-                print(f"   {p:14} {f(s.get('cpu_us'), '.2f')} µs CPU/{'session' if sc['kind'] == 'churn' else 'msg'}  "
-                      f"{f(s.get('rate'), ',.0f')}/s  p99 {ms(s.get('p99'))} ms  errors {s.get('errors')}"
-                      f"{'  FAILED: ' + s['failure'] if s.get('failure') else ''}", flush=True)
         results[sid] = dict(title=sc["title"], kind=sc["kind"], rows=rows,
                             bench_args=" ".join(sc["args"]))
 
@@ -809,7 +866,7 @@ def main():
     settings = dict(duration=fmt_secs(DURATION), warmup=fmt_secs(WARMUP),
                     idle_connections=IDLE_CONNECTIONS, idle_wanted=IDLE_WANTED,
                     idle_ramp=fmt_secs(IDLE_RAMP), churn_connections=CHURN_CONNECTIONS,
-                    rate=RATE, proxy_logs=PROXY_LOGS, nginx_ssl_protocols=NGINX_SSL_PROTOCOLS)
+                    rate=RATE, rounds=ROUNDS, proxy_logs=PROXY_LOGS, nginx_ssl_protocols=NGINX_SSL_PROTOCOLS)
     with open(os.path.join(OUT, "results.json"), "w") as fh:
         json.dump(dict(machine=info, settings=settings, tls_resumption=RESUMES, verify={f"{p}{' tls' if t else ''}": v for (p, t), v in verified.items()},
                        scenarios=results), fh, indent=2)
@@ -820,7 +877,9 @@ def main():
           f"- nginx {info['nginx']} (1 worker), HAProxy {info['haproxy']} (nbthread 1), "
           f"wsgate {info['wsgate_commit']} (WORKER_THREADS=1); proxy on core 0, "
           f"bench + `wsgate echo` on core 1",
-          f"- window {settings['duration']} after {settings['warmup']} warm-up; "
+          f"- window {settings['duration']} after {settings['warmup']} warm-up"
+          + (f", {ROUNDS} rounds per proxy in rotating order (medians; range of the deciding figure in brackets)"
+             if ROUNDS > 1 else "") + "; "
           f"per-session logging {'on' if PROXY_LOGS else 'off'}; runtime {info['runtime_s']} s",
           "- µs CPU per msg: utime+stime of all the proxy's processes over the measured window "
           "÷ messages (sessions) the bench counted in it; proxy CPU %: of one core; "
