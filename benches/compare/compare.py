@@ -766,7 +766,7 @@ def machine():
     commit = version(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
     return dict(
         cpu=f"{os.cpu_count()} × {model}", memory_gib=mem, kernel=platform.release(),
-        nginx=version(["nginx", "-v"]).replace("nginx version: ", ""),
+        nginx=version(["nginx", "-v"]).replace("nginx version: ", "").replace("nginx/", ""),
         haproxy=version(["haproxy", "-v"]).split(" - ")[0].replace("HA-Proxy version ", "").replace("HAProxy version ", ""),
         wsgate_commit=commit, nofile=f"{NOFILE_SOFT}/{NOFILE_HARD}",
         loadavg=open("/proc/loadavg").read().split()[:3],
@@ -892,6 +892,7 @@ def main():
         md.append("- TLS as negotiated with a client offering TLS 1.2 and 1.3 (Python probe), and "
                   "whether a second connection resumes the session: "
                   + "; ".join(f"{p}: {v}" for p, v in RESUMES.items()))
+    md.append("")
     for sid, res in results.items():
         md += [f"## {res['title']}", "", f"`wsgate bench {res['bench_args']}`", "",
                table(known[sid], res["rows"]), ""]
