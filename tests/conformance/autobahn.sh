@@ -8,13 +8,25 @@
 #   tls      wsgate, frames mode, TLS (wss://)           (9.* skipped for time)
 #   tunnel   wsgate, tunnel mode, plain TCP              (9.* skipped for time)
 #
-# 12.*/13.* (permessage-deflate) are excluded: the echo backend does not
-# negotiate compression, so wsgate offers none either.
+# 12.*/13.* (permessage-deflate) are excluded there: the echo backend does not
+# negotiate compression, so wsgate offers none either. Two more configurations
+# run them against tests/conformance/deflate_echo.py, a Python `websockets`
+# echo server that negotiates permessage-deflate (needs tests/requirements.txt):
+#
+#   deflate-direct  deflate_echo.py alone                 (AUTOBAHN_DEFLATE_CASES)
+#   deflate         wsgate, frames mode, plain TCP, in front of deflate_echo.py
+#
+# AUTOBAHN_DEFLATE_CASES picks the permessage-deflate cases. Its default is
+# 53 cases: 12.X.1-4 and 12.X.11 (16 B-1 KiB messages, and 8 KiB ones in
+# 256-byte frames) of all five data sets, and 13.X.1-4 of all seven parameter
+# sets (about 75-105 s per configuration on a 2-core machine). All 216:
+#   AUTOBAHN_DEFLATE_CASES="12.*,13.*" tests/conformance/autobahn.sh deflate-direct deflate
+# (about 20-25 min per configuration, CPU-bound in wstest).
 #
 # Reports go to reports/autobahn/<config>/ (git-ignored); a summary table to
 # reports/autobahn/summary.md. Exits non-zero if any case FAILED.
 #
-# Usage: tests/conformance/autobahn.sh [config ...]   (default: all four)
+# Usage: tests/conformance/autobahn.sh [config ...]   (default: all six)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
@@ -22,7 +34,15 @@ AUTOBAHN="${AUTOBAHN_TOOL:-$ROOT/../shared/tools/autobahn}"
 OUT="$ROOT/reports/autobahn"
 BIN="$ROOT/target/release/wsgate"
 CONFIGS=("$@")
-[ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(direct frames tls tunnel)
+[ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(direct frames tls tunnel deflate-direct deflate)
+DEFLATE_CASES="${AUTOBAHN_DEFLATE_CASES:-$(echo 12.{1..5}.{1..4} 12.{1..5}.11 13.{1..7}.{1..4} | tr ' ' ,)}"
+need_deflate=0
+for config in "${CONFIGS[@]}"; do
+  case "$config" in deflate|deflate-direct) need_deflate=1 ;; esac
+done
+if [ "$need_deflate" = 1 ] && ! python3 -c 'import websockets' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check -r "$ROOT/tests/requirements.txt"
+fi
 
 [ -x "$AUTOBAHN/run.sh" ] || { echo "autobahn.sh: $AUTOBAHN/run.sh not found (set AUTOBAHN_TOOL)" >&2; exit 2; }
 mkdir -p "$OUT"
@@ -46,6 +66,7 @@ wait_port() {
 ECHO_PORT=$(free_port)
 PLAIN_PORT=$(free_port)
 TLS_PORT=$(free_port)
+DEFLATE_PORT=$(free_port)
 "$BIN" echo --listen "127.0.0.1:$ECHO_PORT" > "$OUT/echo.log" 2>&1 &
 PIDS+=($!)
 
@@ -62,6 +83,10 @@ routes:
   - path_prefix: /tunnel
     backend: echo
     mode: tunnel
+  - path_prefix: /deflate
+    backend: deflate
+    max_frame_size: 64MiB
+    max_message_size: 64MiB
   - path_prefix: /
     backend: echo
     # 9.* sends messages of up to 16 MiB in one frame.
@@ -71,7 +96,15 @@ backends:
   echo:
     servers:
       - url: "ws://127.0.0.1:$ECHO_PORT"
+  deflate:
+    servers:
+      - url: "ws://127.0.0.1:$DEFLATE_PORT"
 YAML
+if [ "$need_deflate" = 1 ]; then
+  python3 "$ROOT/tests/conformance/deflate_echo.py" --listen "127.0.0.1:$DEFLATE_PORT" > "$OUT/deflate_echo.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$DEFLATE_PORT"
+fi
 RUST_LOG=warn "$BIN" run --config "$WORK/wsgate.yaml" > "$OUT/wsgate.log" 2>&1 &
 PIDS+=($!)
 wait_port "$ECHO_PORT"
@@ -80,16 +113,20 @@ wait_port "$PLAIN_PORT"
 status=0
 for config in "${CONFIGS[@]}"; do
   skip_perf=0
+  cases="*"
+  skip_deflate=1
   case "$config" in
     direct) url="ws://127.0.0.1:$ECHO_PORT/" ;;
     frames) url="ws://127.0.0.1:$PLAIN_PORT/" ;;
     tls)    url="wss://127.0.0.1:$TLS_PORT/"; skip_perf=1 ;;
     tunnel) url="ws://127.0.0.1:$PLAIN_PORT/tunnel"; skip_perf=1 ;;
+    deflate-direct) url="ws://127.0.0.1:$DEFLATE_PORT/"; cases="$DEFLATE_CASES"; skip_deflate=0 ;;
+    deflate) url="ws://127.0.0.1:$PLAIN_PORT/deflate"; cases="$DEFLATE_CASES"; skip_deflate=0 ;;
     *) echo "autobahn.sh: unknown config $config" >&2; exit 2 ;;
   esac
   echo "== autobahn: $config ($url)"
-  if AUTOBAHN_SKIP_DEFLATE=1 AUTOBAHN_SKIP_PERF=$skip_perf AUTOBAHN_AGENT="wsgate-$config" \
-      "$AUTOBAHN/run.sh" client "$url" "*" "$OUT/$config" > "$OUT/$config.summary" 2>"$OUT/$config.stderr"; then
+  if AUTOBAHN_SKIP_DEFLATE=$skip_deflate AUTOBAHN_SKIP_PERF=$skip_perf AUTOBAHN_AGENT="wsgate-$config" \
+      "$AUTOBAHN/run.sh" client "$url" "$cases" "$OUT/$config" > "$OUT/$config.summary" 2>"$OUT/$config.stderr"; then
     :
   else
     status=1
@@ -116,6 +153,20 @@ for c in configs:
         if v["behaviorClose"] not in ("OK", "INFORMATIONAL"):
             bad_close += 1
     print(f"| {c} | {len(cases)} | " + " | ".join(str(counts[k]) for k in order) + f" | {bad_close} |")
+
+# Does the proxy add failures? Compare each wsgate configuration with the
+# backend alone, case by case (red = FAILED, or a close behavior run.sh fails on).
+def red(v):
+    return v["behavior"] == "FAILED" or v["behaviorClose"] not in ("OK", "INFORMATIONAL", "WRONG CODE", "FAILED BY CLIENT")
+def load(c):
+    path = os.path.join(out, c, "index.json")
+    return next(iter(json.load(open(path)).values())) if os.path.exists(path) else None
+for via, alone in (("deflate", "deflate-direct"),):
+    if via in configs and alone in configs and load(via) is not None and load(alone) is not None:
+        a, b = load(alone), load(via)
+        worse = sorted((k for k in b if red(b[k]) and not (k in a and red(a[k]))),
+                       key=lambda k: tuple(map(int, k.split("."))))
+        print(f"\n{via} vs {alone}: {len(worse)} case(s) red through wsgate only" + (": " + " ".join(worse) if worse else ""))
 PY
 cat "$OUT/summary.md"
 exit $status
