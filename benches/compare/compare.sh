@@ -54,59 +54,8 @@ if ((${#missing[@]})); then
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
   if [ "$policy_added" = 1 ]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
 fi
-for tool in taskset openssl python3; do
-  command -v "$tool" >/dev/null 2>&1 || { say "$tool is required"; exit 1; }
-done
-if [ "$(nproc)" -lt 2 ]; then
-  say "needs 2 cores (proxy on core 0, load on core 1); this machine has $(nproc)"
-  exit 1
-fi
+command -v openssl >/dev/null 2>&1 || { say "openssl is required"; exit 1; }
 
-# --- wsgate -------------------------------------------------------------------
-if [ -z "${WSGATE:-}" ]; then
-  cargo build --release --quiet
-  export WSGATE="$ROOT/target/release/wsgate"
-fi
-
-# --- descriptors: as many as the hard limit allows ----------------------------
-ulimit -n "$(ulimit -Hn)"
-
-# --- run, and stop everything on the way out ----------------------------------
-COMPARE_RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/wsgate-compare.XXXXXX")"
-export COMPARE_RUN_DIR
-chmod 755 "$COMPARE_RUN_DIR"
-driver=""
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM HUP
-  if [ -n "$driver" ] && kill -0 "$driver" 2>/dev/null; then
-    kill -TERM "$driver" 2>/dev/null || true
-    wait "$driver" 2>/dev/null || true
-  fi
-  # Whatever the driver started and did not stop: each in its own process
-  # group, recorded by id.
-  if [ -f "$COMPARE_RUN_DIR/pids" ]; then
-    while read -r pid; do
-      if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        sleep 0.5
-        kill -KILL -- "-$pid" 2>/dev/null || true
-      fi
-    done <"$COMPARE_RUN_DIR/pids"
-  fi
-  if [ -z "${KEEP_RUN_DIR:-}" ]; then rm -rf "$COMPARE_RUN_DIR"; else say "kept $COMPARE_RUN_DIR"; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-start=$(date +%s)
-python3 "$ROOT/benches/compare/compare.py" &
-driver=$!
-status=0
-wait "$driver" || status=$?
-driver=""
-say "done in $(($(date +%s) - start)) s"
-exit "$status"
+# shellcheck source=benches/compare/lib.sh
+. "$ROOT/benches/compare/lib.sh"
+run_driver "$ROOT/benches/compare/compare.py"
