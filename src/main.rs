@@ -2,6 +2,7 @@
 //! server, a self-contained demo, or a load benchmark. The only place
 //! `anyhow` is used.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -153,6 +154,10 @@ fn start(cli: Cli) -> Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_target(false)
+        // Colour codes only for a terminal: in a log file or a journal they
+        // are noise, and writing them was over half the cost of the
+        // per-session log line.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     // The benchmark builds its own runtimes, one per thread.
     let command = match cli.command {
