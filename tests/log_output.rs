@@ -37,7 +37,10 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         line.contains("echo server listening"),
         "unexpected first line: {line:?}"
     );
-    assert!(!line.contains('\u{1b}'), "colour codes in a piped log: {line:?}");
+    assert!(
+        !line.contains('\u{1b}'),
+        "colour codes in a piped log: {line:?}"
+    );
     assert!(
         line.contains(" addr=127.0.0.1:"),
         "the field is not written as key=value: {line:?}"
