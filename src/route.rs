@@ -19,16 +19,51 @@ use std::collections::HashMap;
 use crate::config::{Config, HostPattern, RouteConfig};
 
 /// Routes indexed for lookup; built once from a validated [`Config`].
+///
+/// A lookup costs a few hash probes whatever the number of routes: one per
+/// dot in the host for the wildcards, and about two per path segment in
+/// each host group (see [`Prefixes`]), never a scan over all routes.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     /// The routes themselves, in config order.
     routes: Vec<RouteConfig>,
-    /// Exact host -> route indices, longest prefix first.
-    exact: HashMap<String, Vec<usize>>,
-    /// (suffix with leading dot, route indices longest prefix first), longest suffix first.
-    wildcard: Vec<(String, Vec<usize>)>,
-    /// Routes without a host, longest prefix first.
-    any_host: Vec<usize>,
+    /// Exact host -> its routes' prefixes.
+    exact: HashMap<String, Prefixes>,
+    /// Wildcard suffix (with its leading dot) -> its routes' prefixes.
+    wildcard: HashMap<String, Prefixes>,
+    /// Prefixes of the routes without a host.
+    any_host: Prefixes,
+}
+
+/// One host group's routes by path prefix.
+///
+/// A prefix matches a path when it is the whole path, or the path
+/// continues with `/` right after it, or the prefix itself ends with `/`.
+/// So the prefixes that can match a path are the path itself and, at each
+/// `/` in it, the part before that slash and the part up to and including
+/// it: the lookup probes those, longest first.
+#[derive(Debug, Clone, Default)]
+struct Prefixes(HashMap<String, usize>);
+
+impl Prefixes {
+    /// Adds route `index` under `prefix`; on a duplicate the first route in
+    /// config order stays (validation rules duplicates out anyway).
+    fn insert(&mut self, prefix: &str, index: usize) {
+        self.0.entry(prefix.to_string()).or_insert(index);
+    }
+
+    /// The route with the longest prefix that matches `path`.
+    fn longest_match(&self, path: &str) -> Option<usize> {
+        if self.0.is_empty() {
+            return None;
+        }
+        if let Some(&i) = self.0.get(path) {
+            return Some(i);
+        }
+        path.rmatch_indices('/')
+            .flat_map(|(slash, _)| [&path[..=slash], &path[..slash]])
+            .find_map(|prefix| self.0.get(prefix).copied())
+    }
 }
 
 impl RouteTable {
@@ -40,28 +75,17 @@ impl RouteTable {
     /// Indexes a list of routes (config order decides ties, which validation
     /// already rules out).
     pub fn from_routes(routes: Vec<RouteConfig>) -> Self {
-        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut wildcard: Vec<(String, Vec<usize>)> = Vec::new();
-        let mut any_host = Vec::new();
+        let mut exact: HashMap<String, Prefixes> = HashMap::new();
+        let mut wildcard: HashMap<String, Prefixes> = HashMap::new();
+        let mut any_host = Prefixes::default();
         for (i, route) in routes.iter().enumerate() {
-            match &route.host {
-                Some(HostPattern::Exact(h)) => exact.entry(h.clone()).or_default().push(i),
-                Some(HostPattern::Wildcard(suffix)) => {
-                    match wildcard.iter_mut().find(|(s, _)| s == suffix) {
-                        Some((_, list)) => list.push(i),
-                        None => wildcard.push((suffix.clone(), vec![i])),
-                    }
-                }
-                None => any_host.push(i),
-            }
+            let group = match &route.host {
+                Some(HostPattern::Exact(h)) => exact.entry(h.clone()).or_default(),
+                Some(HostPattern::Wildcard(suffix)) => wildcard.entry(suffix.clone()).or_default(),
+                None => &mut any_host,
+            };
+            group.insert(&route.path_prefix, i);
         }
-        let by_prefix_len = |list: &mut Vec<usize>| {
-            list.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()))
-        };
-        exact.values_mut().for_each(by_prefix_len);
-        wildcard.iter_mut().for_each(|(_, l)| by_prefix_len(l));
-        wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        by_prefix_len(&mut any_host);
         RouteTable {
             routes,
             exact,
@@ -75,24 +99,21 @@ impl RouteTable {
     /// without the query.
     pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<&RouteConfig> {
         let host = host.map(normalise_host);
-        let first_match = |list: &[usize]| {
-            list.iter()
-                .map(|&i| &self.routes[i])
-                .find(|r| prefix_matches(&r.path_prefix, path))
-        };
-        if let Some(host) = host.as_deref() {
-            if let Some(route) = self.exact.get(host).and_then(|l| first_match(l)) {
-                return Some(route);
-            }
-            for (suffix, list) in &self.wildcard {
-                if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                    if let Some(route) = first_match(list) {
-                        return Some(route);
-                    }
-                }
-            }
-        }
-        first_match(&self.any_host)
+        let found = host
+            .as_deref()
+            .and_then(|host| {
+                let exact = self.exact.get(host).and_then(|p| p.longest_match(path));
+                // Wildcard suffixes start at a dot after the first label,
+                // longest (leftmost dot) first.
+                exact.or_else(|| {
+                    host.match_indices('.')
+                        .filter(|&(dot, _)| dot > 0)
+                        .filter_map(|(dot, _)| self.wildcard.get(&host[dot..]))
+                        .find_map(|p| p.longest_match(path))
+                })
+            })
+            .or_else(|| self.any_host.longest_match(path));
+        found.map(|i| &self.routes[i])
     }
 
     /// All routes, in config order.
@@ -111,14 +132,6 @@ fn normalise_host(raw: &str) -> String {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
     without_port.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// Segment-aware prefix match (see the module doc).
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if !path.starts_with(prefix) {
-        return false;
-    }
-    prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
 }
 
 /// Path to send to the backend for a request path, per the route's
@@ -213,6 +226,50 @@ mod tests {
         assert_eq!(backend(&t, Some("h"), "/"), None);
         assert_eq!(backend(&t, Some("h"), "/echoes"), None);
         assert_eq!(backend(&t, Some("[::1]:80"), "/echo"), Some(0));
+    }
+
+    /// The matching rule of the module doc, checked one prefix at a time:
+    /// the reference that [`Prefixes::longest_match`] must agree with.
+    fn prefix_matches(prefix: &str, path: &str) -> bool {
+        if !path.starts_with(prefix) {
+            return false;
+        }
+        prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
+    }
+
+    #[test]
+    fn indexed_lookup_agrees_with_the_rule_prefix_by_prefix() {
+        let prefixes = [
+            "/", "/a", "/a/", "/a/b", "/ab", "/a/b/c", "/a//", "/b", "/a/b/",
+        ];
+        let paths = [
+            "/", "/a", "/a/", "/a/b", "/a/bc", "/ab", "/abc", "/a/b/c/d", "/a//x", "//", "/b/a",
+            "/a/b/", "/c",
+        ];
+        // The full set, and each set with one prefix left out.
+        for skip in 0..=prefixes.len() {
+            let set: Vec<&str> = (0..prefixes.len())
+                .filter(|&i| i != skip)
+                .map(|i| prefixes[i])
+                .collect();
+            let mut index = Prefixes::default();
+            for (i, p) in set.iter().enumerate() {
+                index.insert(p, i);
+            }
+            for path in paths {
+                let expected = set
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| prefix_matches(p, path))
+                    .max_by_key(|(_, p)| p.len())
+                    .map(|(i, _)| i);
+                assert_eq!(
+                    index.longest_match(path),
+                    expected,
+                    "path {path:?} with prefixes {set:?}"
+                );
+            }
+        }
     }
 
     #[test]
