@@ -125,8 +125,7 @@ def hold_one(name):
         deadline = t0 + RAMP + HOLD + 3 * timeout + 60
         while any(b.poll() is None for b, _, _ in benches):
             now = time.monotonic()
-            pids = c.cpu_seconds(proc.pid)[1]
-            cpu = c.cpu_seconds(proc.pid)[0]
+            cpu, pids = c.cpu_seconds(proc.pid)
             fds = c.fd_count(pids)
             mem = meminfo()
             inuse, buf_kib = sockstat()
