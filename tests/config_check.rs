@@ -6,12 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Instant;
-
-use common::WAIT;
-
-const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+use std::process::Output;
 
 /// A config file in a fresh temporary directory, removed on drop.
 struct TempConfig {
@@ -41,33 +36,11 @@ impl Drop for TempConfig {
     }
 }
 
-/// Runs the binary with `args` to completion, killing it after [`WAIT`].
+/// Runs the binary with `args` and `--config config` to completion.
 fn run(args: &[&str], config: &Path) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("RUST_LOG", "info")
-        .spawn()
-        .expect("cannot start the wsgate binary");
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if started.elapsed() > WAIT {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "wsgate {args:?} still running after {WAIT:?}; stderr: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut command = common::wsgate_command(args);
+    command.arg("--config").arg(config);
+    common::run_to_completion(command)
 }
 
 fn stderr(output: &Output) -> String {

@@ -2,10 +2,9 @@
 //! pipe (a journal, a log shipper), with no terminal colour codes in them, so
 //! that `key=value` fields can be grepped and parsed as written.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+use std::io::{BufRead, BufReader};
 
 /// Kills the child on drop, so that a failed assertion leaves nothing running.
 struct Running(std::process::Child);
@@ -19,12 +18,7 @@ impl Drop for Running {
 
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {
-    let child = Command::new(BIN)
-        .args(["echo", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "info")
+    let child = common::wsgate_command(&["echo", "--listen", "127.0.0.1:0"])
         .spawn()
         .expect("cannot start the wsgate binary");
     let mut running = Running(child);

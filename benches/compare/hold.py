@@ -49,10 +49,25 @@ import time
 
 import compare as c
 
-HOLD = c.parse_secs(c.env("HOLD", "60s"))
-RAMP = c.parse_secs(c.env("RAMP", "10s"))
-CLIENT_PROCS = max(1, int(c.env("CLIENT_PROCS", "4")))
-SESSIONS = min(int(c.env("SESSIONS", str(c.IDLE_FIT))), c.IDLE_FIT)
+
+
+def setting(name, default, parse, what):
+    """An environment setting, or exit naming it when it does not parse."""
+    text = c.env(name, default)
+    try:
+        value = parse(text)
+    except ValueError:
+        sys.exit(f"hold: {name}={text!r} is not {what}")
+    if value <= 0:
+        sys.exit(f"hold: {name}={text!r} must be above zero")
+    return value
+
+
+HOLD = setting("HOLD", "60s", c.parse_secs, "a duration such as 60s or 500ms")
+RAMP = setting("RAMP", "10s", c.parse_secs, "a duration such as 10s or 500ms")
+CLIENT_PROCS = setting("CLIENT_PROCS", "4", int, "a whole number")
+SESSIONS_WANTED = setting("SESSIONS", str(c.IDLE_FIT), int, "a whole number")
+SESSIONS = min(SESSIONS_WANTED, c.IDLE_FIT)
 PROXIES = [p.strip() for p in c.env("PROXIES", "wsgate-frames,wsgate-tunnel").split(",") if p.strip()]
 OUT = os.path.abspath(c.env("OUT", os.path.join(c.ROOT, "reports", "hold")))
 # The projection's target: sessions on one host.
@@ -217,6 +232,9 @@ def main():
     began = time.monotonic()
     info = c.machine()
     info["started"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    if SESSIONS < SESSIONS_WANTED:
+        print(f"hold: lowered from {SESSIONS_WANTED} to {SESSIONS} sessions: the proxy holds 2 "
+              f"descriptors per session and the limit is {c.NOFILE_SOFT}", flush=True)
     print(f"hold: {SESSIONS} sessions for {c.fmt_secs(HOLD)} through {', '.join(PROXIES)}; "
           f"descriptors {c.NOFILE_SOFT} (hard {c.NOFILE_HARD}); {CLIENT_PROCS} bench processes", flush=True)
     results = []

@@ -24,6 +24,41 @@ use wsgate::shutdown::Shutdown;
 /// Upper bound for any single wait in a test, so a bug fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The `wsgate` binary with `args`, ready to spawn: no stdin, stdout and
+/// stderr piped, INFO logging. For the tests of the binary itself (config
+/// errors, log output, allocator settings).
+pub fn wsgate_command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"));
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env("RUST_LOG", "info");
+    command
+}
+
+/// Runs `command` to completion and returns what it printed; kills it and
+/// fails the test if it is still running after [`WAIT`].
+pub fn run_to_completion(mut command: std::process::Command) -> std::process::Output {
+    let mut child = command.spawn().expect("cannot start the wsgate binary");
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if started.elapsed() > WAIT {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "{command:?} still running after {WAIT:?}; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running wsgate; shut down when dropped.
 pub struct Proxy {
     /// Bound listener addresses, in config order.
