@@ -165,6 +165,38 @@ async fn over_max_connections_is_503_until_a_place_frees_up() {
     assert_eq!(response.status, 101, "{}", response.raw);
 }
 
+/// A client that has sent its close frame sends nothing more, so once the
+/// close handshake is done its session ends at once: its place is free
+/// although the client never closes its end of the TCP connection, and
+/// well before the (long) close timeout would have cut it.
+#[tokio::test]
+async fn a_closed_session_frees_its_place_without_waiting_for_the_client_fin() {
+    let backend = echo_backend().await;
+    let proxy = Cfg::new(&[backend])
+        .sections(
+            "limits:\n  max_connections: 1\ntimeouts:\n  close: 60s\n  client_handshake: 2s\n",
+        )
+        .start()
+        .await;
+    let mut lingering = raw_ws(proxy.addr(), "/").await;
+    lingering
+        .write_all(&client_frame(
+            true,
+            0,
+            0x8,
+            true,
+            &close_payload(1000, b"bye"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&read_close(&mut lingering).await), Some(1000));
+    assert!(read_to_eof(&mut lingering).await.is_empty());
+    // `lingering` stays open: no FIN from this client.
+    let (response, _stream) = first_answer_besides_503(&proxy, &upgrade_request("/", "")).await;
+    assert_eq!(response.status, 101, "{}", response.raw);
+    drop(lingering);
+}
+
 #[tokio::test]
 async fn refused_connections_do_not_use_up_places() {
     let backend = echo_backend().await;

@@ -15,8 +15,12 @@
 //!
 //! After the close handshake the proxy, as the client's server, closes the
 //! client's TCP connection first and waits (bounded) for the backend, the
-//! server of its own connection, to close the other. Peers that never answer
-//! are cut at the close timeout.
+//! server of its own connection, to close the other. A client that has sent
+//! its close frame sends nothing more (§5.5.1), so its socket is closed as
+//! soon as the proxy's last frame to it is out, without waiting for its FIN;
+//! one that has not is read to its EOF first, so that late bytes cannot turn
+//! the close into a reset. Peers that never answer are cut at the close
+//! timeout.
 
 pub mod buffer;
 pub mod frames;
@@ -25,12 +29,12 @@ pub mod tunnel;
 
 use std::fmt;
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use self::buffer::Chunk;
@@ -139,7 +143,7 @@ where
                 ),
                 close_timeout: config.close_timeout,
             };
-            session.run(&mut client, &mut backend, shutdown).await
+            session.run(client, &mut backend, shutdown).await
         }
     }
 }
@@ -195,16 +199,20 @@ struct ClosePlan {
     /// The backend broke the protocol: its connection is failed, not closed
     /// cleanly.
     backend_failed: bool,
+    /// The client has sent its close frame (or will have, if it is awaited
+    /// and comes): nothing more follows it, so its connection is closed as
+    /// soon as the proxy's last frame to it is out.
+    client_closed: bool,
 }
 
 impl FrameSession {
-    async fn run<C, B, S>(&mut self, client: &mut C, backend: &mut B, shutdown: S) -> Outcome
+    async fn run<C, B, S>(&mut self, mut client: C, backend: &mut B, shutdown: S) -> Outcome
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
         B: AsyncRead + AsyncWrite + Unpin + Send,
         S: Future<Output = ()>,
     {
-        let first = self.relay(client, backend, shutdown).await;
+        let first = self.relay(&mut client, backend, shutdown).await;
         // The closing phase has timers and frame buffers of its own: keep
         // them out of the session's future (which every idle session holds)
         // by allocating them only when a session ends.
@@ -217,11 +225,11 @@ impl FrameSession {
     fn conclude_boxed<'a, C, B>(
         &'a mut self,
         first: First,
-        client: &'a mut C,
+        client: C,
         backend: &'a mut B,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>
     where
-        C: AsyncRead + AsyncWrite + Unpin + Send,
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'a,
         B: AsyncRead + AsyncWrite + Unpin + Send,
     {
         Box::pin(self.conclude(first, client, backend))
@@ -252,8 +260,9 @@ impl FrameSession {
     }
 
     /// Everything after the relaying phase: the close handshake and the TCP
-    /// close, decided by the event that ended the relaying.
-    async fn conclude<C, B>(&mut self, first: First, client: &mut C, backend: &mut B) -> Outcome
+    /// close, decided by the event that ended the relaying. The client's
+    /// stream is consumed: it is closed as soon as it is done with.
+    async fn conclude<C, B>(&mut self, first: First, mut client: C, backend: &mut B) -> Outcome
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
         B: AsyncRead + AsyncWrite + Unpin + Send,
@@ -263,14 +272,16 @@ impl FrameSession {
                 // The client started the close handshake: relay the backend's
                 // remaining frames and its close reply.
                 let reply = self
-                    .finish_direction(Direction::Down, client, backend)
+                    .finish_direction(Direction::Down, &mut client, backend)
                     .await;
                 let echo = Farewell::new(code.unwrap_or(close_codes::NORMAL), "");
                 let plan = self.after_reply(reply, Direction::Down, echo);
                 (ClosedBy::Client, code, plan)
             }
             First::Down(End::Close { code, .. }) => {
-                let reply = self.finish_direction(Direction::Up, client, backend).await;
+                let reply = self
+                    .finish_direction(Direction::Up, &mut client, backend)
+                    .await;
                 let echo = Farewell::new(code.unwrap_or(close_codes::NORMAL), "");
                 let plan = self.after_reply(reply, Direction::Up, echo);
                 (ClosedBy::Backend, code, plan)
@@ -287,6 +298,7 @@ impl FrameSession {
                         await_backend: true,
                         backend_has_close: false,
                         backend_failed: false,
+                        client_closed: false,
                     },
                 )
             }
@@ -302,6 +314,7 @@ impl FrameSession {
                         await_backend: false,
                         backend_has_close: false,
                         backend_failed: true,
+                        client_closed: false,
                     },
                 )
             }
@@ -316,6 +329,7 @@ impl FrameSession {
                     await_backend: true,
                     backend_has_close: false,
                     backend_failed: false,
+                    client_closed: false,
                 },
             ),
             // The backend is gone.
@@ -329,6 +343,7 @@ impl FrameSession {
                     await_backend: false,
                     backend_has_close: false,
                     backend_failed: false,
+                    client_closed: false,
                 },
             ),
             First::Shutdown => {
@@ -343,6 +358,7 @@ impl FrameSession {
                         await_backend: true,
                         backend_has_close: false,
                         backend_failed: false,
+                        client_closed: false,
                     },
                 )
             }
@@ -393,11 +409,12 @@ impl FrameSession {
         };
         // Down: the client's close went to the backend. Up: the backend's
         // close came first; it has one from the client if the reply came.
-        let (to_client, to_backend, backend_has_close) = match direction {
-            Direction::Down => (missing_reply, None, true),
+        // The client's close is in either way once it has replied.
+        let (to_client, to_backend, backend_has_close, client_closed) = match direction {
+            Direction::Down => (missing_reply, None, true, true),
             Direction::Up => {
                 let replied = missing_reply.is_none();
-                (None, missing_reply, replied)
+                (None, missing_reply, replied, replied)
             }
         };
         ClosePlan {
@@ -407,6 +424,7 @@ impl FrameSession {
             await_backend: false,
             backend_has_close,
             backend_failed: false,
+            client_closed,
         }
     }
 
@@ -414,14 +432,14 @@ impl FrameSession {
     /// frames where the stream is at a frame boundary, wait for the peers'
     /// close frames as planned, then close the TCP connections (client
     /// first, as its server; the backend is waited for, as our server).
-    async fn close<C, B>(&mut self, client: &mut C, backend: &mut B, plan: ClosePlan)
+    async fn close<C, B>(&mut self, mut client: C, backend: &mut B, plan: ClosePlan)
     where
         C: AsyncRead + AsyncWrite + Unpin,
         B: AsyncRead + AsyncWrite + Unpin,
     {
         let deadline = Instant::now() + self.close_timeout;
         let (up, down) = (&mut self.up, &mut self.down);
-        let to_client = say_farewell(down, client, plan.to_client, None, deadline);
+        let to_client = say_farewell(down, &mut client, plan.to_client, None, deadline);
         let to_backend = say_farewell(up, backend, plan.to_backend, Some(random_key()), deadline);
         let (client_told, backend_told) = tokio::join!(to_client, to_backend);
 
@@ -429,13 +447,20 @@ impl FrameSession {
         // A backend that got no close frame, or broke the protocol, will not
         // end the connection by itself: then we end it.
         let backend_closes = (plan.backend_has_close || backend_told) && !plan.backend_failed;
+        let (await_client, client_closed) = (plan.await_client && client_told, plan.client_closed);
         tokio::join!(
-            linger(client, up, plan.await_client && client_told, true, deadline),
+            async move {
+                linger(&mut client, up, await_client, true, client_closed, deadline).await;
+                // Closed now, not once the backend is done too: the
+                // client's late FIN then goes to the kernel alone.
+                drop(client);
+            },
             linger(
                 backend,
                 down,
                 plan.await_backend && backend_told,
                 !backend_closes,
+                false,
                 deadline
             ),
         );
@@ -492,28 +517,38 @@ where
 /// `close_first` (as the client's server, towards a peer that broke the
 /// protocol, or towards a backend that will not close by itself), otherwise
 /// by waiting for the peer to do so. Reads until EOF so that unread bytes do
-/// not turn our close into a reset. Bounded by `deadline`.
+/// not turn our close into a reset, except where we close first and the
+/// peer's close frame is in (`peer_closed`, or it came while awaited): then
+/// nothing more is due from it, and only what has already arrived is taken.
+/// Bounded by `deadline`.
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     pump: &mut Pump<FrameCodec>,
     await_close: bool,
     close_first: bool,
+    mut peer_closed: bool,
     deadline: Instant,
 ) {
     if await_close {
         pump.codec.discard_until_close();
         let mut nowhere = tokio::io::sink();
         let reply = poll_fn(|cx| pump.poll_relay(cx, stream, &mut nowhere));
-        if tokio::time::timeout_at(deadline, reply).await.is_err() {
-            return;
+        match tokio::time::timeout_at(deadline, reply).await {
+            Err(_) => return,
+            Ok(end) => peer_closed |= matches!(end, End::Close { .. }),
         }
     }
-    if close_first
-        && tokio::time::timeout_at(deadline, stream.shutdown())
+    if close_first {
+        if tokio::time::timeout_at(deadline, stream.shutdown())
             .await
             .is_err()
-    {
-        return;
+        {
+            return;
+        }
+        if peer_closed {
+            take_arrived(stream).await;
+            return;
+        }
     }
     let mut buf = Chunk::take();
     while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
@@ -522,6 +557,27 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
 }
+
+/// Reads what a peer has already sent (a late TLS close_notify, say) without
+/// waiting for more, so that closing the socket does not answer it with a
+/// reset. A peer that keeps sending is not read for long: a few chunks, and
+/// the reset is its own doing.
+async fn take_arrived<S: AsyncRead + Unpin>(stream: &mut S) {
+    const MOST_READS: usize = 4;
+    let mut buf = Chunk::take();
+    poll_fn(|cx| {
+        for _ in 0..MOST_READS {
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {}
+                _ => break,
+            }
+        }
+        Poll::Ready(())
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
