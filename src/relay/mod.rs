@@ -39,7 +39,7 @@ use tokio::time::Instant;
 
 use self::buffer::Chunk;
 use self::frames::{FrameCodec, FrameLimits, Source};
-use self::pump::{End, Pump, Transform};
+use self::pump::{End, Pump, ReadReady, Transform};
 use crate::config::RelayMode;
 use crate::ws::close::{self as close_codes, encode_close_frame, MAX_CLOSE_FRAME_LEN};
 use crate::ws::mask::random_key;
@@ -123,8 +123,8 @@ pub async fn run<C, B, S>(
     shutdown: S,
 ) -> Outcome
 where
-    C: AsyncRead + AsyncWrite + Unpin + Send,
-    B: AsyncRead + AsyncWrite + Unpin + Send,
+    C: AsyncRead + AsyncWrite + ReadReady + Unpin + Send,
+    B: AsyncRead + AsyncWrite + ReadReady + Unpin + Send,
     S: Future<Output = ()>,
 {
     match config.mode {
@@ -208,8 +208,8 @@ struct ClosePlan {
 impl FrameSession {
     async fn run<C, B, S>(&mut self, mut client: C, backend: &mut B, shutdown: S) -> Outcome
     where
-        C: AsyncRead + AsyncWrite + Unpin + Send,
-        B: AsyncRead + AsyncWrite + Unpin + Send,
+        C: AsyncRead + AsyncWrite + ReadReady + Unpin + Send,
+        B: AsyncRead + AsyncWrite + ReadReady + Unpin + Send,
         S: Future<Output = ()>,
     {
         let first = self.relay(&mut client, backend, shutdown).await;
@@ -229,8 +229,8 @@ impl FrameSession {
         backend: &'a mut B,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>
     where
-        C: AsyncRead + AsyncWrite + Unpin + Send + 'a,
-        B: AsyncRead + AsyncWrite + Unpin + Send,
+        C: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'a,
+        B: AsyncRead + AsyncWrite + ReadReady + Unpin + Send,
     {
         Box::pin(self.conclude(first, client, backend))
     }
@@ -239,8 +239,8 @@ impl FrameSession {
     /// shutdown signal comes.
     async fn relay<C, B, S>(&mut self, client: &mut C, backend: &mut B, shutdown: S) -> First
     where
-        C: AsyncRead + AsyncWrite + Unpin,
-        B: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + ReadReady + Unpin,
+        B: AsyncRead + AsyncWrite + ReadReady + Unpin,
         S: Future<Output = ()>,
     {
         let mut shutdown = pin!(shutdown);
@@ -264,8 +264,8 @@ impl FrameSession {
     /// stream is consumed: it is closed as soon as it is done with.
     async fn conclude<C, B>(&mut self, first: First, mut client: C, backend: &mut B) -> Outcome
     where
-        C: AsyncRead + AsyncWrite + Unpin + Send,
-        B: AsyncRead + AsyncWrite + Unpin + Send,
+        C: AsyncRead + AsyncWrite + ReadReady + Unpin + Send,
+        B: AsyncRead + AsyncWrite + ReadReady + Unpin + Send,
     {
         let (closed_by, close_code, plan) = match first {
             First::Up(End::Close { code, .. }) => {
@@ -388,8 +388,8 @@ impl FrameSession {
         backend: &mut B,
     ) -> Option<End>
     where
-        C: AsyncRead + AsyncWrite + Unpin,
-        B: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + ReadReady + Unpin,
+        B: AsyncRead + AsyncWrite + ReadReady + Unpin,
     {
         let relay = poll_fn(|cx| match direction {
             Direction::Up => self.up.poll_relay(cx, client, backend),
@@ -434,8 +434,8 @@ impl FrameSession {
     /// first, as its server; the backend is waited for, as our server).
     async fn close<C, B>(&mut self, mut client: C, backend: &mut B, plan: ClosePlan)
     where
-        C: AsyncRead + AsyncWrite + Unpin,
-        B: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + ReadReady + Unpin,
+        B: AsyncRead + AsyncWrite + ReadReady + Unpin,
     {
         let deadline = Instant::now() + self.close_timeout;
         let (up, down) = (&mut self.up, &mut self.down);
@@ -521,7 +521,7 @@ where
 /// peer's close frame is in (`peer_closed`, or it came while awaited): then
 /// nothing more is due from it, and only what has already arrived is taken.
 /// Bounded by `deadline`.
-async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
+async fn linger<S: AsyncRead + AsyncWrite + ReadReady + Unpin>(
     stream: &mut S,
     pump: &mut Pump<FrameCodec>,
     await_close: bool,

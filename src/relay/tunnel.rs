@@ -11,7 +11,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::pump::{End, Pump, Step, Transform};
+use super::pump::{End, Pump, ReadReady, Step, Transform};
 use super::{ClosedBy, Outcome, Traffic};
 
 /// The identity transform: every byte read is written.
@@ -48,8 +48,8 @@ pub async fn relay<C, B>(
     backend_prefix: Bytes,
 ) -> Outcome
 where
-    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    C: AsyncRead + AsyncWrite + ReadReady + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + ReadReady + Unpin + ?Sized,
 {
     let mut up = Pump::new(Raw, client_prefix);
     let mut down = Pump::new(Raw, backend_prefix);
@@ -119,7 +119,7 @@ fn poll_half<S, D>(
     dst: &mut D,
 ) -> HalfEvent
 where
-    S: AsyncRead + Unpin + ?Sized,
+    S: AsyncRead + ReadReady + Unpin + ?Sized,
     D: AsyncWrite + Unpin + ?Sized,
 {
     let mut event = HalfEvent::Idle;

@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::relay::pump::ReadReady;
+
 /// A client connection, after TLS termination where the listener has TLS.
 #[derive(Debug)]
 pub enum ClientStream {
@@ -37,6 +39,18 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+/// A plain connection answers from the socket's readiness. A TLS one always
+/// says "try": rustls may hold decrypted bytes that the socket no longer
+/// signals.
+impl ReadReady for ClientStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            ClientStream::Plain(s) => s.poll_read_ready(cx),
+            ClientStream::Tls(_) => Poll::Ready(Ok(())),
         }
     }
 }
