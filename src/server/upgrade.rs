@@ -155,7 +155,7 @@ pub async fn handle(
     let backend_read_ahead = upstream.read_ahead;
     let route_prefix = route.path_prefix.clone();
     let server_name = server.url.authority.clone();
-    let stop = shutdown.token().clone();
+    let stop = shutdown.signal();
     shutdown.spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -176,7 +176,7 @@ pub async fn handle(
             backend_stream,
             backend_read_ahead,
             session,
-            stop.cancelled_owned(),
+            stop,
         )
         .await;
         tracing::info!(
