@@ -79,6 +79,66 @@ async fn frame_limit_applies_to_the_backend_too() {
     assert_eq!(read_close_code(&mut client).await, MESSAGE_TOO_BIG);
 }
 
+#[tokio::test]
+async fn limits_under_125_bytes_hold_for_whole_small_messages() {
+    // Messages of a 7-bit length take the codec's one-step path: the
+    // limits must hold there too, byte for byte, in both directions.
+    let (proxy, mut events) = limited_proxy(
+        "    max_frame_size: 100
+",
+    )
+    .await;
+    let mut ws = connect(&proxy.ws_url("/")).await;
+    for payload in [vec![5u8; 100], b"a text message".to_vec()] {
+        let message = if payload[0] == 5 {
+            Message::binary(payload)
+        } else {
+            Message::text(String::from_utf8(payload).unwrap())
+        };
+        ws.send(message.clone()).await.unwrap();
+        assert_eq!(next(&mut ws).await, message);
+        match next_event(&mut events).await {
+            Event::Message(m) => assert_eq!(m, message),
+            other => panic!("{other:?}"),
+        }
+    }
+    ws.send(Message::binary(vec![5u8; 101])).await.unwrap();
+    match next(&mut ws).await {
+        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), MESSAGE_TOO_BIG),
+        other => panic!("{other:?}"),
+    }
+    backend_first_sees_close(&mut events, MESSAGE_TOO_BIG).await;
+
+    let (proxy, mut events) = limited_proxy(
+        "    max_message_size: 50
+",
+    )
+    .await;
+    let mut client = raw_ws(proxy.addr(), "/").await;
+    client
+        .write_all(&client_frame(true, 0, 1, true, &[b'x'; 51]))
+        .await
+        .unwrap();
+    assert_eq!(read_close_code(&mut client).await, MESSAGE_TOO_BIG);
+    backend_first_sees_close(&mut events, MESSAGE_TOO_BIG).await;
+
+    // From the backend: one byte over a 100-byte frame limit.
+    let backend = spawn_backend(|mut ws| async move {
+        ws.send(Message::binary(vec![0u8; 101])).await.unwrap();
+        use futures_util::StreamExt;
+        while ws.next().await.is_some() {}
+    })
+    .await;
+    let proxy = Proxy::simple(
+        &[backend],
+        "    max_frame_size: 100
+",
+    )
+    .await;
+    let mut client = raw_ws(proxy.addr(), "/").await;
+    assert_eq!(read_close_code(&mut client).await, MESSAGE_TOO_BIG);
+}
+
 /// Three masked binary fragments of `part` bytes each.
 fn three_fragments(part: usize) -> Vec<u8> {
     let mut bytes = client_frame(false, 0, 2, true, &vec![1u8; part]);
