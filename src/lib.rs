@@ -29,6 +29,7 @@
 //! - [`echo`]: a small conformant echo server used for demos, tests and benches.
 //! - [`bench`](mod@bench): `wsgate bench`, a low-overhead load generator for any WebSocket URL.
 //! - [`shutdown`]: one stop signal fanned out to every task.
+//! - [`logging`]: the plain-text log line, cheap enough to write per session.
 
 #![deny(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
@@ -37,6 +38,7 @@ pub mod balance;
 pub mod bench;
 pub mod config;
 pub mod echo;
+pub mod logging;
 pub mod relay;
 pub mod route;
 pub mod server;

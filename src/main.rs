@@ -2,7 +2,6 @@
 //! server, a self-contained demo, or a load benchmark. The only place
 //! `anyhow` is used.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +11,6 @@ use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
-use tracing_subscriber::EnvFilter;
 
 use wsgate::config::Config;
 use wsgate::server::Server;
@@ -167,16 +165,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn start(cli: Cli) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_target(false)
-        // Colour codes only for a terminal: in a log file or a journal they
-        // are noise, and writing them was over half the cost of the
-        // per-session log line.
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    wsgate::logging::init();
     // The benchmark builds its own runtimes, one per thread.
     let command = match cli.command {
         Command::Bench(args) => return bench(*args),
