@@ -397,43 +397,77 @@ fn build_request(authority: &str, key: &str, request: &UpstreamRequest<'_>) -> V
         );
     }
     // Tokens listed in the client's Connection header are hop-by-hop too.
-    let connection_tokens: Vec<String> = request
-        .client_headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
+    let listed_in_connection = |name: &HeaderName| {
+        request
+            .client_headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+    };
     for (name, value) in request.client_headers {
         if HOP_BY_HOP.contains(name)
             || is_replaced_request_header(name)
-            || connection_tokens.iter().any(|t| t == name.as_str())
+            || listed_in_connection(name)
         {
             continue;
         }
         line(name.as_str().as_bytes(), value.as_bytes());
     }
-    let ip = request.client_addr.ip();
     let proto = if request.client_tls { "https" } else { "http" };
-    line(b"X-Forwarded-For", ip.to_string().as_bytes());
-    line(b"X-Forwarded-Proto", proto.as_bytes());
     let host = request.client_host.filter(|h| is_safe_forwarded_host(h));
+    // The client's address is written once and copied into `Forwarded`.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    let ip_start = out.len();
+    push_ip(&mut out, request.client_addr.ip());
+    let ip = ip_start..out.len();
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    out.extend_from_slice(proto.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if let Some(host) = host {
-        line(b"X-Forwarded-Host", host.as_bytes());
+        for piece in [b"X-Forwarded-Host: ", host.as_bytes(), b"\r\n"] {
+            out.extend_from_slice(piece);
+        }
     }
     // RFC 7239: IPv6 addresses are quoted and bracketed.
-    let for_value = match ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut forwarded = format!("for={for_value};proto={proto}");
+    let v6 = request.client_addr.is_ipv6();
+    out.extend_from_slice(if v6 {
+        b"Forwarded: for=\"["
+    } else {
+        b"Forwarded: for="
+    });
+    out.extend_from_within(ip);
+    out.extend_from_slice(if v6 { b"]\";proto=" } else { b";proto=" });
+    out.extend_from_slice(proto.as_bytes());
     if let Some(host) = host {
-        forwarded.push_str(&format!(";host=\"{host}\""));
+        for piece in [b";host=\"", host.as_bytes(), b"\""] {
+            out.extend_from_slice(piece);
+        }
     }
-    line(b"Forwarded", forwarded.as_bytes());
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// Writes `ip` as text: an IPv4 address octet by octet, which is several
+/// times cheaper than its `Display`, and an IPv6 address through `Display`.
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// A Host value that can be put in a quoted `Forwarded` parameter as is.
@@ -489,6 +523,45 @@ mod tests {
         assert!(!text.contains("x-secret"));
         assert!(!text.contains("abc"));
         assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn request_forwarding_headers_for_an_ipv4_client_without_host() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("upgrade, X-Secret"));
+        headers.insert("x-secret", HeaderValue::from_static("hop"));
+        let mut req = request(&headers, &[]);
+        req.client_addr = "10.0.255.99:5000".parse().unwrap();
+        req.client_host = None;
+        req.client_tls = false;
+        let text = String::from_utf8(build_request("b:1", "KEY==", &req)).unwrap();
+        assert!(text.contains(
+            "\r\nX-Forwarded-For: 10.0.255.99\r\nX-Forwarded-Proto: http\r\n\
+             Forwarded: for=10.0.255.99;proto=http\r\n\r\n"
+        ));
+        assert!(!text.contains("X-Forwarded-Host"));
+        assert!(
+            !text.contains("hop"),
+            "a Connection token is hop-by-hop in any case"
+        );
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
     }
 
     fn parse_and_check(
