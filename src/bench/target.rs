@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::error::BenchError;
+use crate::config::addresses::parse_address_range;
 
 /// A parsed `ws://` or `wss://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,38 +291,20 @@ pub fn parse_source_ips(text: &str) -> Result<Vec<IpAddr>, BenchError> {
         reason,
     };
     let text = text.trim();
-    let (first, last) = if let Ok(count) = text.parse::<u32>() {
-        if count == 0 || count > MAX_SOURCE_IPS {
-            return Err(err(format!(
-                "a count must be from 1 to {MAX_SOURCE_IPS} (addresses in 127.0.0.0/8)"
-            )));
-        }
-        let first = u32::from(Ipv4Addr::new(127, 0, 0, 1));
-        (first, first + count - 1)
-    } else if let Some((a, b)) = text.split_once('-') {
-        let a: Ipv4Addr = a
-            .trim()
-            .parse()
-            .map_err(|_| err(format!("{:?} is not an IPv4 address", a.trim())))?;
-        let b: Ipv4Addr = b
-            .trim()
-            .parse()
-            .map_err(|_| err(format!("{:?} is not an IPv4 address", b.trim())))?;
-        (u32::from(a), u32::from(b))
-    } else if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(vec![ip]);
-    } else {
-        return Err(err(
-            "expected a range such as 127.0.0.1-127.0.0.254, one address, or a count".to_owned(),
-        ));
+    let Ok(count) = text.parse::<u32>() else {
+        return parse_address_range(text, MAX_SOURCE_IPS).map_err(|reason| {
+            err(format!(
+                "{reason}; or give a count of addresses from 127.0.0.1"
+            ))
+        });
     };
-    if last < first {
-        return Err(err("the range ends before it starts".to_owned()));
+    if count == 0 || count > MAX_SOURCE_IPS {
+        return Err(err(format!(
+            "a count must be from 1 to {MAX_SOURCE_IPS} (addresses in 127.0.0.0/8)"
+        )));
     }
-    if last - first >= MAX_SOURCE_IPS {
-        return Err(err(format!("at most {MAX_SOURCE_IPS} addresses")));
-    }
-    Ok((first..=last)
+    let first = u32::from(Ipv4Addr::new(127, 0, 0, 1));
+    Ok((first..first + count)
         .map(|n| IpAddr::V4(Ipv4Addr::from(n)))
         .collect())
 }

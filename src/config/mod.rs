@@ -30,6 +30,7 @@
 //!       - url: "ws://127.0.0.1:9001"
 //! ```
 
+pub mod addresses;
 mod error;
 mod file;
 mod host;
