@@ -1,5 +1,6 @@
-//! Connect to a backend server and perform the client side of the opening
-//! handshake, with our own key.
+//! Connect to a backend server (from one of the backend's source addresses,
+//! if it has any) and perform the client side of the opening handshake, with
+//! our own key.
 //!
 //! The client only gets its 101 after [`connect`] has succeeded, so everything
 //! that can go wrong with a backend (refused connection, timeout, a non-101
@@ -18,16 +19,17 @@
 //! the caller).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
-use crate::config::{BackendConfig, ServerConfig};
+use crate::config::{BackendConfig, BackendUrl, ServerConfig};
 use crate::ws::handshake::{self, Extension};
 
 /// Largest backend handshake response we accept, headers included.
@@ -147,35 +149,138 @@ impl UpstreamError {
     }
 }
 
-/// Connects to `server` and performs the upgrade for `request`, within the
-/// backend's connect and handshake timeouts.
+/// A backend's source addresses (`backends.NAME.source_addresses`), handed
+/// out in turn.
+///
+/// Linux picks the local port of an outgoing connection so that its pair of
+/// addresses and ports is unique. With one source address, that allows as
+/// many connections to one server as `ip_local_port_range` holds (about
+/// 28,000 by default, 64,511 at most); every further source address allows as
+/// many again.
+#[derive(Debug, Default)]
+pub struct SourceAddresses {
+    /// The IPv4 addresses, for IPv4 servers.
+    v4: Vec<IpAddr>,
+    /// The IPv6 addresses, for IPv6 servers.
+    v6: Vec<IpAddr>,
+    /// How many connections have taken an address so far.
+    turn: AtomicUsize,
+}
+
+impl SourceAddresses {
+    /// The addresses of a backend's config, split by family.
+    pub fn new(addresses: &[IpAddr]) -> Self {
+        let (v4, v6) = addresses.iter().partition(|ip| ip.is_ipv4());
+        SourceAddresses {
+            v4,
+            v6,
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether there are none (the kernel chooses the source address).
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// The next address to connect to `server` from, or `None` if there is
+    /// none of its family.
+    fn next_for(&self, server: &SocketAddr) -> Option<IpAddr> {
+        let family = if server.is_ipv4() { &self.v4 } else { &self.v6 };
+        if family.is_empty() {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        Some(family[turn % family.len()])
+    }
+}
+
+/// A TCP socket bound to `source`, its port left to `connect`.
+///
+/// `IP_BIND_ADDRESS_NO_PORT` defers the choice of the local port to
+/// `connect`, so that one port can serve connections to different servers;
+/// without it `bind` would reserve a port of its own for every connection.
+/// Used for every connection from a source address, and at start-up to check
+/// that each configured address is one of this host's.
+pub fn bind_source(source: IpAddr) -> io::Result<TcpSocket> {
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Only a kernel older than 4.2 refuses it; `bind` then reserves a port.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::IpBindAddressNoPort,
+        &true,
+    );
+    socket.bind(SocketAddr::new(source, 0))?;
+    Ok(socket)
+}
+
+/// Opens the TCP connection to `url`: from the next source address of the
+/// server's family if the backend has any, otherwise from whatever the
+/// kernel chooses. A name that resolves to several addresses is tried on
+/// each in turn.
+async fn connect_tcp(url: &BackendUrl, sources: &SourceAddresses) -> io::Result<TcpStream> {
+    let target = (url.host.as_str(), url.port);
+    if sources.is_empty() {
+        return TcpStream::connect(target).await;
+    }
+    let mut last_error = None;
+    for server in tokio::net::lookup_host(target).await? {
+        let Some(source) = sources.next_for(&server) else {
+            let family = if server.is_ipv4() { "IPv4" } else { "IPv6" };
+            last_error = Some(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{server}: the backend has no {family} source address"),
+            ));
+            continue;
+        };
+        let connected = match bind_source(source) {
+            Ok(socket) => socket.connect(server).await,
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok(stream) => return Ok(stream),
+            Err(e) => {
+                last_error = Some(io::Error::new(e.kind(), format!("from {source}: {e}")));
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
+    }))
+}
+
+/// Connects to `server` (from one of `sources`, if any) and performs the
+/// upgrade for `request`, within the backend's connect and handshake
+/// timeouts.
 pub async fn connect(
     server: &ServerConfig,
     backend: &BackendConfig,
+    sources: &SourceAddresses,
     request: &UpstreamRequest<'_>,
 ) -> Result<Upstream, UpstreamError> {
     let url = &server.url;
     let name = || url.authority.clone();
-    let stream = match tokio::time::timeout(
-        backend.connect_timeout,
-        TcpStream::connect((url.host.as_str(), url.port)),
-    )
-    .await
-    {
-        Err(_) => {
-            return Err(UpstreamError::ConnectTimeout {
-                server: name(),
-                timeout: backend.connect_timeout,
-            })
-        }
-        Ok(Err(source)) => {
-            return Err(UpstreamError::Connect {
-                server: name(),
-                source,
-            })
-        }
-        Ok(Ok(stream)) => stream,
-    };
+    let stream =
+        match tokio::time::timeout(backend.connect_timeout, connect_tcp(url, sources)).await {
+            Err(_) => {
+                return Err(UpstreamError::ConnectTimeout {
+                    server: name(),
+                    timeout: backend.connect_timeout,
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(UpstreamError::Connect {
+                    server: name(),
+                    source,
+                })
+            }
+            Ok(Ok(stream)) => stream,
+        };
     // Small frames must not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
     match tokio::time::timeout(
@@ -614,5 +719,43 @@ mod tests {
             parse_and_check("HTTP/1.1 403 Forbidden\r\n\r\n", key, &protos),
             Err(UpstreamError::Refused { status: 403, .. })
         ));
+    }
+
+    #[test]
+    fn source_addresses_go_in_turn_within_the_server_family() {
+        let ips: Vec<IpAddr> = ["10.0.0.1", "::2", "10.0.0.3", "::4"]
+            .map(|s| s.parse().unwrap())
+            .to_vec();
+        let sources = SourceAddresses::new(&ips);
+        assert!(!sources.is_empty());
+        let v4: SocketAddr = "192.0.2.10:80".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        let picks: Vec<String> = [v4, v4, v4, v6, v6]
+            .iter()
+            .map(|server| sources.next_for(server).unwrap().to_string())
+            .collect();
+        // One turn counter for the backend: each pick advances it.
+        assert_eq!(picks, ["10.0.0.1", "10.0.0.3", "10.0.0.1", "::4", "::2"]);
+
+        let only_v4 = SourceAddresses::new(&ips[..1]);
+        assert_eq!(only_v4.next_for(&v6), None);
+        assert!(SourceAddresses::new(&[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bound_source_leaves_the_port_to_connect() {
+        let socket = bind_source("127.0.0.2".parse().unwrap()).unwrap();
+        // With IP_BIND_ADDRESS_NO_PORT, bind reserves no port.
+        let local = socket.local_addr().unwrap();
+        assert_eq!(local, "127.0.0.2:0".parse().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let local = stream.local_addr().unwrap();
+        assert_eq!(local.ip().to_string(), "127.0.0.2");
+        assert_ne!(local.port(), 0);
+        assert!(bind_source("192.0.2.1".parse().unwrap()).is_err());
     }
 }

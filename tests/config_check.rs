@@ -125,6 +125,39 @@ fn check_names_a_bad_duration_and_its_line() {
     );
 }
 
+/// A valid file whose backend connects from an address that no host has
+/// (192.0.2.0/24 is reserved for documentation).
+const FOREIGN_SOURCE_ADDRESS: &str = "\
+listeners:
+  - bind: \"127.0.0.1:0\"
+routes:
+  - path_prefix: /echo
+    backend: echo
+backends:
+  echo:
+    servers:
+      - url: \"ws://127.0.0.1:9001\"
+    source_addresses: [127.0.0.2, 192.0.2.1]
+";
+
+#[test]
+fn run_refuses_a_source_address_of_another_host() {
+    let config = TempConfig::new(FOREIGN_SOURCE_ADDRESS);
+    // `check` validates the file, which may be meant for another host.
+    let output = run(&["check"], &config.path);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = run(&["run"], &config.path);
+    assert!(
+        !output.status.success(),
+        "run started without its source address"
+    );
+    let message = stderr(&output);
+    assert!(
+        message.contains("backends.echo.source_addresses: cannot connect from 192.0.2.1: "),
+        "{message}"
+    );
+}
+
 #[test]
 fn check_accepts_the_shipped_config() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wsgate.yaml");

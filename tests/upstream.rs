@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -231,5 +231,101 @@ async fn silent_server_is_retried_on_the_next_one() {
         .await;
     for _ in 0..2 {
         assert_eq!(upgrade_status(&proxy).await, 101);
+    }
+}
+
+/// A tokio-tungstenite echo backend that reports the address every TCP
+/// connection to it comes from.
+async fn source_reporting_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<SocketAddr>)
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let _ = tx.send(peer);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn backend_connections_take_the_source_addresses_in_turn() {
+    let (backend, mut sources) = source_reporting_backend().await;
+    let proxy = Cfg::new(&[backend])
+        .backend(&format!(
+            "{BACKEND_DEFAULTS}    source_addresses: [127.0.0.2, \"127.0.0.3\"]\n"
+        ))
+        .start()
+        .await;
+    let mut clients = Vec::new();
+    let mut seen = Vec::new();
+    for i in 0..4 {
+        let mut client = connect(&proxy.ws_url("/")).await;
+        let text = format!("message {i}");
+        client.send(Message::text(text.clone())).await.unwrap();
+        assert_eq!(next(&mut client).await, Message::text(text));
+        let source = tokio::time::timeout(WAIT, sources.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(source.port(), 0);
+        seen.push(source.ip().to_string());
+        // Kept open: the sessions run side by side.
+        clients.push(client);
+    }
+    assert_eq!(seen, ["127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.3"]);
+}
+
+#[tokio::test]
+async fn a_failed_connect_from_a_source_address_names_it_in_the_502() {
+    let dead = dead_address().await;
+    let proxy = Cfg::new(&[dead])
+        .backend(&format!(
+            "{BACKEND_DEFAULTS}    source_addresses: [127.0.0.2]\n"
+        ))
+        .start()
+        .await;
+    let response = http(proxy.addr(), &upgrade_request("/", "")).await;
+    assert_eq!(response.status, 502, "{}", response.raw);
+    assert!(
+        response
+            .body
+            .contains(&format!("connect to {dead} failed: from 127.0.0.2: ")),
+        "{}",
+        response.body
+    );
+}
+
+#[tokio::test]
+async fn a_source_address_of_another_host_stops_the_start() {
+    let dead = dead_address().await;
+    // 192.0.2.0/24 is reserved for documentation: never an address of this host.
+    let yaml = Cfg::new(&[dead])
+        .backend(&format!(
+            "{BACKEND_DEFAULTS}    source_addresses: [127.0.0.2, 192.0.2.1]\n"
+        ))
+        .yaml();
+    let config = wsgate::config::Config::from_yaml(&yaml, "test.yaml").unwrap();
+    match wsgate::server::Server::bind(config).await {
+        Err(e @ wsgate::server::ServerError::SourceAddress { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.starts_with("backends.b.source_addresses: cannot connect from 192.0.2.1: "),
+                "{text}"
+            );
+        }
+        other => panic!("expected a source address error, got {other:?}"),
     }
 }

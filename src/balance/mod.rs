@@ -1,8 +1,9 @@
 //! Server pools and the choice of a server for each new session.
 //!
 //! A [`Pool`] is one configured backend: its servers, the algorithm that picks
-//! the first server for a session, and the retry budget that bounds how many
-//! others are tried when that one fails. Algorithms live in [`algorithms`]
+//! the first server for a session, the retry budget that bounds how many
+//! others are tried when that one fails, and the source addresses that its
+//! connections take in turn. Algorithms live in [`algorithms`]
 //! behind one trait so that least-connections, hashing and weights can be
 //! added without touching the callers. This module never touches a socket.
 
@@ -11,6 +12,7 @@ pub mod algorithms;
 use std::sync::Arc;
 
 use crate::config::{BackendConfig, Config, ServerConfig};
+use crate::upstream::SourceAddresses;
 
 pub use algorithms::{RoundRobin, Selection};
 
@@ -21,12 +23,15 @@ pub struct Pool {
     pub config: BackendConfig,
     /// Picks the first server to try for a session.
     selection: Box<dyn Selection>,
+    /// The local addresses its connections are made from, in turn.
+    pub sources: SourceAddresses,
 }
 
 impl Pool {
     /// A round-robin pool over the backend's servers.
     pub fn new(config: BackendConfig) -> Self {
         Pool {
+            sources: SourceAddresses::new(&config.source_addresses),
             config,
             selection: Box::new(RoundRobin::default()),
         }

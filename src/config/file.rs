@@ -92,6 +92,8 @@ pub(crate) struct RawBackend {
     pub(crate) handshake_timeout: Option<Scalar>,
     #[serde(default)]
     pub(crate) retries: Option<Count>,
+    #[serde(default)]
+    pub(crate) source_addresses: Option<Vec<Scalar>>,
 }
 
 /// One entry of `backends.NAME.servers`.

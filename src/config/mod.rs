@@ -40,7 +40,7 @@ pub mod units;
 mod url;
 mod validate;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,6 +59,8 @@ pub const DEFAULT_BACKEND_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
 /// The largest `retries` accepted.
 pub const MAX_RETRIES: u32 = 100;
+/// The most `backends.NAME.source_addresses` one backend may list (a /16).
+pub const MAX_SOURCE_ADDRESSES: u32 = 1 << 16;
 /// Default `limits.max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default `timeouts.client_handshake`: 10 s.
@@ -233,6 +235,13 @@ pub struct BackendConfig {
     /// Extra servers tried after the first fails; default
     /// `min(servers - 1, 2)`, at most 100.
     pub retries: u32,
+    /// Local addresses that connections to the servers are made from, in
+    /// turn; empty to let the kernel choose. Each source address has its own
+    /// set of local ports towards each server, so these are what lets one
+    /// proxy hold more than about 64,000 sessions on one backend server.
+    /// Unicast, distinct, at most [`MAX_SOURCE_ADDRESSES`], and covering the
+    /// address family of every server written as an IP address.
+    pub source_addresses: Vec<IpAddr>,
 }
 
 /// One backend server.

@@ -6,11 +6,12 @@
 //! file is read, so a config with a typo is reported as such even on a machine
 //! without its certificates.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::addresses::parse_address_range;
 use super::error::{ConfigError, Position};
 use super::file::{Count, RawConfig, RawMode, Scalar};
 use super::positions::{FieldPath, PositionIndex};
@@ -21,7 +22,7 @@ use super::{
     ServerConfig, Timeouts, TlsConfig, DEFAULT_BACKEND_HANDSHAKE_TIMEOUT,
     DEFAULT_CLIENT_HANDSHAKE_TIMEOUT, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RETRIES,
-    MAX_RETRIES,
+    MAX_RETRIES, MAX_SOURCE_ADDRESSES,
 };
 
 /// Parses, indexes and validates a config text.
@@ -259,12 +260,17 @@ fn validate(raw: RawConfig, cx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 }
             },
         };
+        let source_addresses = match &raw_backend.source_addresses {
+            None => Vec::new(),
+            Some(items) => source_addresses(cx, &p.key("source_addresses"), items, &servers)?,
+        };
         backends.push(BackendConfig {
             name: name.clone(),
             servers,
             connect_timeout,
             handshake_timeout,
             retries,
+            source_addresses,
         });
     }
 
@@ -401,6 +407,66 @@ fn validate(raw: RawConfig, cx: &Ctx<'_>) -> Result<Config, ConfigError> {
         limits: Limits { max_connections },
         timeouts,
     })
+}
+
+/// `backends.NAME.source_addresses`: addresses or IPv4 ranges, unicast and
+/// distinct, at most [`MAX_SOURCE_ADDRESSES`] in all. A server written as an
+/// IP address needs a source address of its family; servers written as names
+/// are checked when they resolve.
+fn source_addresses(
+    cx: &Ctx<'_>,
+    path: &FieldPath,
+    items: &[Scalar],
+    servers: &[ServerConfig],
+) -> Result<Vec<IpAddr>, ConfigError> {
+    if items.is_empty() {
+        return Err(cx.invalid(
+            path,
+            "at least one address is required (leave the key out to let the system choose)",
+        ));
+    }
+    let most = MAX_SOURCE_ADDRESSES as usize;
+    let mut addresses = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, Scalar(text)) in items.iter().enumerate() {
+        let item = path.index(i);
+        let parsed =
+            parse_address_range(text, MAX_SOURCE_ADDRESSES).map_err(|m| cx.invalid(&item, m))?;
+        if addresses.len() + parsed.len() > most {
+            return Err(cx.invalid(&item, format!("more than {most} addresses in all")));
+        }
+        for ip in parsed {
+            let mapped = matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+            if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+                return Err(cx.invalid(&item, format!("{ip} is not a unicast address")));
+            }
+            if mapped {
+                return Err(cx.invalid(
+                    &item,
+                    format!("{ip} is an IPv4-mapped IPv6 address: write the IPv4 address"),
+                ));
+            }
+            if !seen.insert(ip) {
+                return Err(cx.invalid(&item, format!("{ip} is listed twice")));
+            }
+            addresses.push(ip);
+        }
+    }
+    for (j, server) in servers.iter().enumerate() {
+        if let Ok(ip) = server.url.host.parse::<IpAddr>() {
+            if !addresses.iter().any(|a| a.is_ipv4() == ip.is_ipv4()) {
+                let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+                return Err(cx.invalid(
+                    path,
+                    format!(
+                        "no {family} address to connect to servers[{j}] ({}) from",
+                        server.url.authority
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(addresses)
 }
 
 /// Backend names appear in logs, metrics and field paths: keep them plain.
@@ -916,6 +982,102 @@ backends: {b: {servers: [{url: \"ws://127.0.0.1:1\"}]}}
         );
         let text = invalid(&yaml, "backends.echo.servers", 8, 5);
         assert!(text.ends_with("at least one server is required"), "{text}");
+    }
+
+    #[test]
+    fn source_addresses_expand_ranges_in_order() {
+        let config = load(BASE).unwrap();
+        assert!(config.backends[0].source_addresses.is_empty());
+        let yaml = format!(
+            "{BASE}    source_addresses:\n      - 127.0.0.9\n      - \"127.0.0.2 - 127.0.0.4\"\n      - ::1\n"
+        );
+        let config = load(&yaml).unwrap();
+        let text: Vec<String> = config.backends[0]
+            .source_addresses
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        assert_eq!(
+            text,
+            ["127.0.0.9", "127.0.0.2", "127.0.0.3", "127.0.0.4", "::1"]
+        );
+    }
+
+    #[test]
+    fn bad_source_addresses_name_the_item() {
+        let list = |items: &str| format!("{BASE}    source_addresses:\n{items}");
+        for (items, line, reason) in [
+            (
+                "      - 127.0.0.2\n      - example.com\n",
+                12,
+                "is neither an IP address",
+            ),
+            ("      - 127.0.0.9-127.0.0.2\n", 11, "ends before it starts"),
+            (
+                "      - 127.0.0.2-127.0.0.4\n      - 127.0.0.3\n",
+                12,
+                "127.0.0.3 is listed twice",
+            ),
+            ("      - 0.0.0.0\n", 11, "0.0.0.0 is not a unicast address"),
+            ("      - \"::\"\n", 11, ":: is not a unicast address"),
+            (
+                "      - 224.0.0.1\n",
+                11,
+                "224.0.0.1 is not a unicast address",
+            ),
+            ("      - 255.255.255.255\n", 11, "is not a unicast address"),
+            ("      - ::ffff:127.0.0.2\n", 11, "write the IPv4 address"),
+            (
+                "      - 10.0.0.0-10.1.0.0\n",
+                11,
+                "has more than 65536 addresses",
+            ),
+            (
+                "      - 10.0.0.0-10.0.255.255\n      - 10.1.0.0\n",
+                12,
+                "more than 65536 addresses in all",
+            ),
+        ] {
+            let yaml = list(items);
+            let item = line - 11;
+            let text = invalid(
+                &yaml,
+                &format!("backends.echo.source_addresses[{item}]"),
+                line,
+                9,
+            );
+            assert!(text.contains(reason), "{items:?}: {text}");
+        }
+        let text = invalid(
+            &format!("{BASE}    source_addresses: []\n"),
+            "backends.echo.source_addresses",
+            10,
+            5,
+        );
+        assert!(text.contains("at least one address is required"), "{text}");
+    }
+
+    #[test]
+    fn source_addresses_must_cover_every_literal_server_family() {
+        let yaml = BASE.replace(
+            "      - url: \"ws://127.0.0.1:9001\"\n",
+            "      - url: \"ws://127.0.0.1:9001\"\n      - url: \"ws://[::1]:9001\"\n      - url: \"ws://echo.internal:9001\"\n",
+        );
+        let text = invalid(
+            &format!("{yaml}    source_addresses: [127.0.0.2]\n"),
+            "backends.echo.source_addresses",
+            12,
+            5,
+        );
+        assert!(
+            text.ends_with("no IPv6 address to connect to servers[1] ([::1]:9001) from"),
+            "{text}"
+        );
+        let config = load(&format!(
+            "{yaml}    source_addresses: [127.0.0.2, \"::1\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(config.backends[0].source_addresses.len(), 2);
     }
 
     #[test]

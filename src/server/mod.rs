@@ -1,10 +1,10 @@
 //! The front end: listeners, TLS, the hyper/tower service and the upgrade
 //! handler.
 //!
-//! [`Server::bind`] validates what the config cannot (sockets, certificates)
-//! before anything is served; [`Server::run`] accepts until the shutdown
-//! signal, then lets every session close with 1001 and waits for them, up to
-//! a deadline.
+//! [`Server::bind`] validates what the config cannot (sockets, certificates,
+//! source addresses) before anything is served; [`Server::run`] accepts
+//! until the shutdown signal, then lets every session close with 1001 and
+//! waits for them, up to a deadline.
 //!
 //! One connection's path through this module, in order:
 //! [`listener`] (accept, connection cap) → [`tls`] → [`service`] (hyper
@@ -18,7 +18,7 @@ pub mod stream;
 pub mod tls;
 pub mod upgrade;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use crate::balance::Pools;
 use crate::config::Config;
 use crate::route::RouteTable;
 use crate::shutdown::Shutdown;
+use crate::upstream;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,17 @@ pub enum ServerError {
         index: usize,
         /// The configured address.
         addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A backend's source address cannot be bound: it is not an address of
+    /// this host (or the system refused it).
+    #[error("backends.{backend}.source_addresses: cannot connect from {addr}: {source}")]
+    SourceAddress {
+        /// The backend's name.
+        backend: String,
+        /// The configured address.
+        addr: IpAddr,
         /// The OS error.
         source: std::io::Error,
     },
@@ -108,9 +120,20 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Builds TLS acceptors and binds every listener; fails before serving
-    /// anything if one of them cannot be set up.
+    /// Checks the backends' source addresses, builds TLS acceptors and binds
+    /// every listener; fails before serving anything if one of them cannot
+    /// be set up.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        for backend in &config.backends {
+            for &addr in &backend.source_addresses {
+                // Bound without a port, then closed: nothing is reserved.
+                upstream::bind_source(addr).map_err(|source| ServerError::SourceAddress {
+                    backend: backend.name.clone(),
+                    addr,
+                    source,
+                })?;
+            }
+        }
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for (index, listener) in config.listeners.iter().enumerate() {
             let acceptor = match &listener.tls {

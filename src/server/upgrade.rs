@@ -102,7 +102,7 @@ pub async fn handle(
             protocols: &offer.protocols,
             extensions: &extensions,
         };
-        match upstream::connect(server, &pool.config, &upstream_request).await {
+        match upstream::connect(server, &pool.config, &pool.sources, &upstream_request).await {
             Ok(upstream) => {
                 accepted = Some((server, upstream));
                 break;
