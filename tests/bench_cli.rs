@@ -4,7 +4,8 @@
 //!
 //! Covered: echo mode with `--json` (every documented field present, >0
 //! messages, 0 errors), open-loop `--rate` (latency from the intended send
-//! time), text and large messages, idle mode (50 of 50 alive), churn mode
+//! time), text and large messages, idle mode (50 of 50 alive),
+//! `--source-ips` (each connection from its address), churn mode
 //! (>0 sessions), `wss://` with `--ca` and with `--insecure` through wsgate,
 //! and the failures a script must notice: a server that echoes wrong bytes
 //! (mismatches, exit non-zero), a refused port, and an impossible
@@ -289,6 +290,36 @@ async fn idle_mode_keeps_every_connection_alive() {
     assert_eq!(j["latency_of"], "open");
     assert_eq!(u64_at(j, "/latency_us/count"), 50);
     assert!(j["open_time_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn source_ips_spread_the_connections_over_the_addresses() {
+    let (server, mut peers) = common::source_reporting_backend().await;
+    let run = bench(
+        &format!("ws://{server}/"),
+        &[
+            "--mode",
+            "idle",
+            "--connections",
+            "4",
+            "--ramp",
+            "0s",
+            "--source-ips",
+            "127.0.0.2-127.0.0.3",
+        ],
+    )
+    .await;
+    assert_clean(&run);
+    assert_eq!(u64_at(&run.json, "/alive"), 4);
+    let mut sources = Vec::new();
+    while let Ok(peer) = peers.try_recv() {
+        sources.push(peer.ip().to_string());
+    }
+    sources.sort();
+    assert_eq!(
+        sources,
+        ["127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"]
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -232,32 +232,6 @@ async fn silent_server_is_retried_on_the_next_one() {
     for _ in 0..2 {
         assert_eq!(upgrade_status(&proxy).await, 101);
     }
-}
-
-/// A tokio-tungstenite echo backend that reports the address every TCP
-/// connection to it comes from.
-async fn source_reporting_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<SocketAddr>)
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((stream, peer)) = listener.accept().await {
-            let _ = tx.send(peer);
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, rx)
 }
 
 #[tokio::test]

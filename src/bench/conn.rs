@@ -23,6 +23,7 @@ use tokio_rustls::TlsConnector;
 
 use rustls_pki_types::ServerName;
 
+use crate::upstream;
 use crate::ws::close::{encode_close_frame, MAX_CLOSE_FRAME_LEN, NORMAL, NO_STATUS};
 use crate::ws::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::ws::handshake::{accept_key, generate_key};
@@ -131,18 +132,22 @@ impl Opener {
     pub async fn open(&self, index: usize, reader: &mut FrameReader) -> Result<Conn, Failure> {
         reader.reset();
         let connect = |e: io::Error| (ErrorKind::Connect, format!("{}: {e}", self.addr));
-        let socket = if self.addr.is_ipv4() {
-            TcpSocket::new_v4()
+        let socket = if self.sources.is_empty() {
+            if self.addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .map_err(connect)?
         } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(connect)?;
-        if !self.sources.is_empty() {
+            // Bound like the proxy's backend connections: the port is left to
+            // connect, so the bench's sockets do not take ports away from the
+            // proxy's (on one host, a port reserved by bind is one that no
+            // connect may use, whatever the address).
             let source = self.sources[index % self.sources.len()];
-            socket
-                .bind(SocketAddr::new(source, 0))
-                .map_err(|e| (ErrorKind::Connect, format!("bind to {source}: {e}")))?;
-        }
+            upstream::bind_source(source)
+                .map_err(|e| (ErrorKind::Connect, format!("bind to {source}: {e}")))?
+        };
         let tcp = match timeout(self.timeout, socket.connect(self.addr)).await {
             Ok(r) => r.map_err(connect)?,
             Err(_) => {

@@ -613,6 +613,32 @@ pub async fn next_request(
         .expect("backend gone")
 }
 
+/// A tokio-tungstenite echo backend that reports the address every TCP
+/// connection to it comes from.
+pub async fn source_reporting_backend(
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<SocketAddr>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let _ = tx.send(peer);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
 /// What a reporting backend observed on its WebSocket.
 #[derive(Debug)]
 pub enum Event {
