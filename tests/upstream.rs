@@ -235,6 +235,41 @@ async fn silent_server_is_retried_on_the_next_one() {
 }
 
 #[tokio::test]
+async fn a_server_given_by_name_is_resolved_and_reached() {
+    let backend = echo_backend().await;
+    let yaml = Cfg::new(&[backend]).yaml().replace(
+        &format!("ws://{backend}"),
+        &format!("ws://localhost:{}", backend.port()),
+    );
+    assert!(yaml.contains("ws://localhost:"), "{yaml}");
+    let proxy = Proxy::start(&yaml).await;
+    // The first session resolves the name; the next ones use the cached answer.
+    for i in 0..3 {
+        let mut client = connect(&proxy.ws_url("/")).await;
+        let text = format!("by name {i}");
+        client.send(Message::text(text.clone())).await.unwrap();
+        assert_eq!(next(&mut client).await, Message::text(text));
+    }
+}
+
+#[tokio::test]
+async fn a_server_name_that_does_not_resolve_is_502_or_504() {
+    // `.invalid` never resolves (RFC 6761). Where DNS does not answer at all,
+    // the connect timeout ends the lookup: 504.
+    let yaml = Cfg::new(&[dead_address().await])
+        .yaml()
+        .replace("ws://127.0.0.1:", "ws://no-such-server.invalid:");
+    let proxy = Proxy::start(&yaml).await;
+    let response = http(proxy.addr(), &upgrade_request("/", "")).await;
+    assert!([502, 504].contains(&response.status), "{}", response.raw);
+    assert!(
+        response.body.contains("connect to no-such-server.invalid:"),
+        "{}",
+        response.body
+    );
+}
+
+#[tokio::test]
 async fn backend_connections_take_the_source_addresses_in_turn() {
     let (backend, mut sources) = source_reporting_backend().await;
     let proxy = Cfg::new(&[backend])

@@ -2,8 +2,9 @@
 //!
 //! A [`Pool`] is one configured backend: its servers, the algorithm that picks
 //! the first server for a session, the retry budget that bounds how many
-//! others are tried when that one fails, and the source addresses that its
-//! connections take in turn. Algorithms live in [`algorithms`]
+//! others are tried when that one fails, the source addresses that its
+//! connections take in turn, and where each server is (its name's cached
+//! lookup). Algorithms live in [`algorithms`]
 //! behind one trait so that least-connections, hashing and weights can be
 //! added without touching the callers. This module never touches a socket.
 
@@ -12,7 +13,7 @@ pub mod algorithms;
 use std::sync::Arc;
 
 use crate::config::{BackendConfig, Config, ServerConfig};
-use crate::upstream::SourceAddresses;
+use crate::upstream::{ServerAddress, SourceAddresses};
 
 pub use algorithms::{RoundRobin, Selection};
 
@@ -25,6 +26,9 @@ pub struct Pool {
     selection: Box<dyn Selection>,
     /// The local addresses its connections are made from, in turn.
     pub sources: SourceAddresses,
+    /// Where each server is (cached name lookups), indexed like
+    /// `config.servers`.
+    addresses: Vec<ServerAddress>,
 }
 
 impl Pool {
@@ -32,6 +36,11 @@ impl Pool {
     pub fn new(config: BackendConfig) -> Self {
         Pool {
             sources: SourceAddresses::new(&config.source_addresses),
+            addresses: config
+                .servers
+                .iter()
+                .map(|server| ServerAddress::new(&server.url, config.dns_refresh))
+                .collect(),
             config,
             selection: Box::new(RoundRobin::default()),
         }
@@ -40,7 +49,7 @@ impl Pool {
     /// The servers to try for one session, in order: the algorithm's pick
     /// first, then the following servers (wrapping), at most `1 + retries`
     /// of them and each at most once.
-    pub fn attempts(&self) -> impl Iterator<Item = &ServerConfig> + '_ {
+    pub fn attempts(&self) -> impl Iterator<Item = (&ServerConfig, &ServerAddress)> + '_ {
         let n = self.config.servers.len();
         let first = if n == 0 {
             0
@@ -48,7 +57,10 @@ impl Pool {
             self.selection.pick(n) % n
         };
         let budget = (self.config.retries as usize + 1).min(n);
-        (0..budget).map(move |i| &self.config.servers[(first + i) % n])
+        (0..budget).map(move |i| {
+            let index = (first + i) % n;
+            (&self.config.servers[index], &self.addresses[index])
+        })
     }
 }
 

@@ -94,6 +94,8 @@ pub(crate) struct RawBackend {
     pub(crate) retries: Option<Count>,
     #[serde(default)]
     pub(crate) source_addresses: Option<Vec<Scalar>>,
+    #[serde(default)]
+    pub(crate) dns_refresh: Option<Scalar>,
 }
 
 /// One entry of `backends.NAME.servers`.

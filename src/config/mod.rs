@@ -55,6 +55,8 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `backends.NAME.handshake_timeout`: 10 s.
 pub const DEFAULT_BACKEND_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `backends.NAME.dns_refresh`: 5 s.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
 /// Upper bound of the default `retries` (`min(servers - 1, 2)`).
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
 /// The largest `retries` accepted.
@@ -242,6 +244,9 @@ pub struct BackendConfig {
     /// Unicast, distinct, at most [`MAX_SOURCE_ADDRESSES`], and covering the
     /// address family of every server written as an IP address.
     pub source_addresses: Vec<IpAddr>,
+    /// How long the addresses a server name resolved to are used before the
+    /// name is looked up again, in the background (default 5s).
+    pub dns_refresh: Duration,
 }
 
 /// One backend server.

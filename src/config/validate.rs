@@ -21,8 +21,8 @@ use super::{
     BackendConfig, BackendUrl, Config, HostPattern, Limits, ListenerConfig, RelayMode, RouteConfig,
     ServerConfig, Timeouts, TlsConfig, DEFAULT_BACKEND_HANDSHAKE_TIMEOUT,
     DEFAULT_CLIENT_HANDSHAKE_TIMEOUT, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RETRIES,
-    MAX_RETRIES, MAX_SOURCE_ADDRESSES,
+    DEFAULT_DNS_REFRESH, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_RETRIES, MAX_RETRIES, MAX_SOURCE_ADDRESSES,
 };
 
 /// Parses, indexes and validates a config text.
@@ -260,6 +260,11 @@ fn validate(raw: RawConfig, cx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 }
             },
         };
+        let dns_refresh = cx.duration(
+            &p.key("dns_refresh"),
+            raw_backend.dns_refresh.as_ref(),
+            DEFAULT_DNS_REFRESH,
+        )?;
         let source_addresses = match &raw_backend.source_addresses {
             None => Vec::new(),
             Some(items) => source_addresses(cx, &p.key("source_addresses"), items, &servers)?,
@@ -271,6 +276,7 @@ fn validate(raw: RawConfig, cx: &Ctx<'_>) -> Result<Config, ConfigError> {
             handshake_timeout,
             retries,
             source_addresses,
+            dns_refresh,
         });
     }
 
@@ -1000,6 +1006,29 @@ backends: {b: {servers: [{url: \"ws://127.0.0.1:1\"}]}}
         assert_eq!(
             text,
             ["127.0.0.9", "127.0.0.2", "127.0.0.3", "127.0.0.4", "::1"]
+        );
+    }
+
+    #[test]
+    fn dns_refresh_is_a_positive_duration_of_5s_by_default() {
+        assert_eq!(
+            load(BASE).unwrap().backends[0].dns_refresh,
+            Duration::from_secs(5)
+        );
+        let config = load(&format!("{BASE}    dns_refresh: 500ms\n")).unwrap();
+        assert_eq!(config.backends[0].dns_refresh, Duration::from_millis(500));
+        let text = invalid(
+            &format!("{BASE}    dns_refresh: 0s\n"),
+            "backends.echo.dns_refresh",
+            10,
+            18,
+        );
+        assert!(text.ends_with("must be greater than 0"), "{text}");
+        invalid(
+            &format!("{BASE}    dns_refresh: 30\n"),
+            "backends.echo.dns_refresh",
+            10,
+            18,
         );
     }
 

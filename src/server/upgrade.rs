@@ -87,7 +87,7 @@ pub async fn handle(
     let query = request.uri().query();
     let mut last_error = None;
     let mut accepted = None;
-    for server in pool.attempts() {
+    for (server, address) in pool.attempts() {
         let mut path_and_query = upstream_path(route, &server.url.path, &path);
         if let Some(q) = query {
             path_and_query.push('?');
@@ -102,7 +102,15 @@ pub async fn handle(
             protocols: &offer.protocols,
             extensions: &extensions,
         };
-        match upstream::connect(server, &pool.config, &pool.sources, &upstream_request).await {
+        match upstream::connect(
+            server,
+            address,
+            &pool.config,
+            &pool.sources,
+            &upstream_request,
+        )
+        .await
+        {
             Ok(upstream) => {
                 accepted = Some((server, upstream));
                 break;

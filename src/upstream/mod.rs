@@ -29,8 +29,12 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::config::{BackendConfig, BackendUrl, ServerConfig};
+use crate::config::{BackendConfig, ServerConfig};
 use crate::ws::handshake::{self, Extension};
+
+pub mod resolve;
+
+pub use resolve::ServerAddress;
 
 /// Largest backend handshake response we accept, headers included.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024;
@@ -219,17 +223,15 @@ pub fn bind_source(source: IpAddr) -> io::Result<TcpSocket> {
     Ok(socket)
 }
 
-/// Opens the TCP connection to `url`: from the next source address of the
-/// server's family if the backend has any, otherwise from whatever the
-/// kernel chooses. A name that resolves to several addresses is tried on
-/// each in turn.
-async fn connect_tcp(url: &BackendUrl, sources: &SourceAddresses) -> io::Result<TcpStream> {
-    let target = (url.host.as_str(), url.port);
+/// Opens a TCP connection to the first of `addresses` that accepts: from
+/// the next source address of that address's family if the backend has
+/// any, otherwise from whatever the kernel chooses.
+async fn connect_tcp(addresses: &[SocketAddr], sources: &SourceAddresses) -> io::Result<TcpStream> {
     if sources.is_empty() {
-        return TcpStream::connect(target).await;
+        return TcpStream::connect(addresses).await;
     }
     let mut last_error = None;
-    for server in tokio::net::lookup_host(target).await? {
+    for &server in addresses {
         let Some(source) = sources.next_for(&server) else {
             let family = if server.is_ipv4() { "IPv4" } else { "IPv6" };
             last_error = Some(io::Error::new(
@@ -249,38 +251,38 @@ async fn connect_tcp(url: &BackendUrl, sources: &SourceAddresses) -> io::Result<
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
-    }))
+    Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
-/// Connects to `server` (from one of `sources`, if any) and performs the
-/// upgrade for `request`, within the backend's connect and handshake
-/// timeouts.
+/// Connects to `server` at `address` (from one of `sources`, if any) and
+/// performs the upgrade for `request`, within the backend's connect and
+/// handshake timeouts. The connect timeout covers resolving the server's
+/// name, when that is not cached.
 pub async fn connect(
     server: &ServerConfig,
+    address: &ServerAddress,
     backend: &BackendConfig,
     sources: &SourceAddresses,
     request: &UpstreamRequest<'_>,
 ) -> Result<Upstream, UpstreamError> {
     let url = &server.url;
     let name = || url.authority.clone();
-    let stream =
-        match tokio::time::timeout(backend.connect_timeout, connect_tcp(url, sources)).await {
-            Err(_) => {
-                return Err(UpstreamError::ConnectTimeout {
-                    server: name(),
-                    timeout: backend.connect_timeout,
-                })
-            }
-            Ok(Err(source)) => {
-                return Err(UpstreamError::Connect {
-                    server: name(),
-                    source,
-                })
-            }
-            Ok(Ok(stream)) => stream,
-        };
+    let tcp = async { connect_tcp(&address.addresses().await?, sources).await };
+    let stream = match tokio::time::timeout(backend.connect_timeout, tcp).await {
+        Err(_) => {
+            return Err(UpstreamError::ConnectTimeout {
+                server: name(),
+                timeout: backend.connect_timeout,
+            })
+        }
+        Ok(Err(source)) => {
+            return Err(UpstreamError::Connect {
+                server: name(),
+                source,
+            })
+        }
+        Ok(Ok(stream)) => stream,
+    };
     // Small frames must not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
     match tokio::time::timeout(
