@@ -760,4 +760,16 @@ mod tests {
         assert_ne!(local.port(), 0);
         assert!(bind_source("192.0.2.1".parse().unwrap()).is_err());
     }
+
+    #[tokio::test]
+    async fn a_server_of_a_family_without_source_addresses_is_refused_by_name() {
+        let sources = SourceAddresses::new(&["2001:db8::2".parse().unwrap()]);
+        let server: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let error = connect_tcp(&[server], &sources).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrNotAvailable);
+        assert_eq!(
+            error.to_string(),
+            "127.0.0.1:9: the backend has no IPv4 source address"
+        );
+    }
 }
