@@ -25,6 +25,7 @@
 pub mod buffer;
 pub mod frames;
 pub mod pump;
+pub mod splice;
 pub mod tunnel;
 
 use std::fmt;
@@ -40,6 +41,7 @@ use tokio::time::Instant;
 use self::buffer::Chunk;
 use self::frames::{FrameCodec, FrameLimits, Source};
 use self::pump::{End, Pump, ReadReady, Transform};
+use self::splice::BareTcp;
 use crate::config::RelayMode;
 use crate::ws::close::{self as close_codes, encode_close_frame, MAX_CLOSE_FRAME_LEN};
 use crate::ws::mask::random_key;
@@ -123,8 +125,8 @@ pub async fn run<C, B, S>(
     shutdown: S,
 ) -> Outcome
 where
-    C: AsyncRead + AsyncWrite + ReadReady + Unpin + Send,
-    B: AsyncRead + AsyncWrite + ReadReady + Unpin + Send,
+    C: AsyncRead + AsyncWrite + ReadReady + BareTcp + Unpin + Send,
+    B: AsyncRead + AsyncWrite + ReadReady + BareTcp + Unpin + Send,
     S: Future<Output = ()>,
 {
     match config.mode {

@@ -107,6 +107,9 @@ pub struct Pump<T> {
     needs_flush: bool,
     /// Why the direction stops, reported once the output is written.
     pending_end: Option<End>,
+    /// A read filled all the room in the buffer since
+    /// [`Pump::take_filled_buffer`] last asked.
+    filled_buffer: bool,
     /// Bytes written to the destination.
     pub bytes_out: u64,
 }
@@ -131,6 +134,7 @@ impl<T: Transform> Pump<T> {
             boundary: true,
             needs_flush: false,
             pending_end: None,
+            filled_buffer: false,
             bytes_out: 0,
         }
     }
@@ -139,6 +143,18 @@ impl<T: Transform> Pump<T> {
     /// destination sits at a frame boundary.
     pub fn at_boundary(&self) -> bool {
         self.written == self.emit && !self.needs_flush && self.boundary
+    }
+
+    /// Whether nothing is in flight: no buffer is held and the prefix is
+    /// written.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_none() && !self.prefix.has_remaining()
+    }
+
+    /// Whether a read since the last call filled all the room in the
+    /// buffer, i.e. more data was waiting than one read could take.
+    pub fn take_filled_buffer(&mut self) -> bool {
+        std::mem::take(&mut self.filled_buffer)
     }
 
     /// Relays from `src` to `dst` until the direction ends.
@@ -180,7 +196,10 @@ impl<T: Transform> Pump<T> {
                         return Poll::Pending;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(End::ReadError(e)),
-                    Poll::Ready(Ok(())) => read.filled().len(),
+                    Poll::Ready(Ok(())) => {
+                        self.filled_buffer |= read.remaining() == 0;
+                        read.filled().len()
+                    }
                 }
             };
             if n == 0 {

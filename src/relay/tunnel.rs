@@ -2,16 +2,23 @@
 //!
 //! No frame is parsed, so nothing is validated and the proxy never speaks in
 //! the session itself: it only mirrors each peer's half-close to the other
-//! and stops when both directions have ended (or either fails).
+//! and stops when both directions have ended (or either fails). Between two
+//! plain TCP sockets bulk data never enters user space ([`splice`]); where
+//! TLS is in between, bytes are copied through a lent chunk, as in `frames`
+//! mode.
+//!
+//! [`splice`]: super::splice
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use super::pump::{End, Pump, ReadReady, Step, Transform};
+use super::splice::{BareTcp, SplicePump};
 use super::{ClosedBy, Outcome, Traffic};
 
 /// The identity transform: every byte read is written.
@@ -29,6 +36,42 @@ impl Transform for Raw {
     }
 }
 
+/// One direction of a tunnel, from a source stream `S` to a destination `D`:
+/// a copying [`Pump`] or a [`SplicePump`].
+trait Flow<S: ?Sized, D: ?Sized> {
+    /// Relays until the source ends or either stream fails.
+    fn poll_flow(&mut self, cx: &mut Context<'_>, src: &mut S, dst: &mut D) -> Poll<End>;
+    /// Bytes written to the destination so far.
+    fn bytes_out(&self) -> u64;
+}
+
+impl<S, D> Flow<S, D> for Pump<Raw>
+where
+    S: AsyncRead + ReadReady + Unpin + ?Sized,
+    D: AsyncWrite + Unpin + ?Sized,
+{
+    fn poll_flow(&mut self, cx: &mut Context<'_>, src: &mut S, dst: &mut D) -> Poll<End> {
+        self.poll_relay(cx, src, dst)
+    }
+    fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+}
+
+impl Flow<TcpStream, TcpStream> for SplicePump {
+    fn poll_flow(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut TcpStream,
+        dst: &mut TcpStream,
+    ) -> Poll<End> {
+        self.poll_relay(cx, src, dst)
+    }
+    fn bytes_out(&self) -> u64 {
+        SplicePump::bytes_out(self)
+    }
+}
+
 /// Progress of one tunnel direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Half {
@@ -40,7 +83,8 @@ enum Half {
     Closed,
 }
 
-/// Copies bytes both ways until both peers have closed their sending side.
+/// Relays bytes both ways until both peers have closed their sending side:
+/// spliced when both are plain TCP sockets, copied otherwise.
 pub async fn relay<C, B>(
     client: &mut C,
     client_prefix: Bytes,
@@ -48,11 +92,27 @@ pub async fn relay<C, B>(
     backend_prefix: Bytes,
 ) -> Outcome
 where
-    C: AsyncRead + AsyncWrite + ReadReady + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + ReadReady + Unpin + ?Sized,
+    C: AsyncRead + AsyncWrite + ReadReady + BareTcp + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + ReadReady + BareTcp + Unpin + ?Sized,
 {
-    let mut up = Pump::new(Raw, client_prefix);
-    let mut down = Pump::new(Raw, backend_prefix);
+    if let (Some(client), Some(backend)) = (client.bare_tcp(), backend.bare_tcp()) {
+        let up = SplicePump::new(client_prefix);
+        let down = SplicePump::new(backend_prefix);
+        return drive(client, up, backend, down).await;
+    }
+    let up = Pump::new(Raw, client_prefix);
+    let down = Pump::new(Raw, backend_prefix);
+    drive(client, up, backend, down).await
+}
+
+/// Drives both directions of a tunnel from one task until both have ended.
+async fn drive<C, B, U, W>(client: &mut C, mut up: U, backend: &mut B, mut down: W) -> Outcome
+where
+    C: AsyncWrite + Unpin + ?Sized,
+    B: AsyncWrite + Unpin + ?Sized,
+    U: Flow<C, B>,
+    W: Flow<B, C>,
+{
     let (mut up_half, mut down_half) = (Half::Open, Half::Open);
     let mut closed_by = None;
     poll_fn(|cx| loop {
@@ -84,11 +144,11 @@ where
     .await;
     Outcome {
         client_to_backend: Traffic {
-            bytes: up.bytes_out,
+            bytes: up.bytes_out(),
             messages: 0,
         },
         backend_to_client: Traffic {
-            bytes: down.bytes_out,
+            bytes: down.bytes_out(),
             messages: 0,
         },
         close_code: None,
@@ -111,20 +171,21 @@ enum HalfEvent {
 
 /// Drives one direction: copy until the source ends, then shut down the
 /// destination's write side.
-fn poll_half<S, D>(
-    cx: &mut std::task::Context<'_>,
-    pump: &mut Pump<Raw>,
+fn poll_half<S, D, F>(
+    cx: &mut Context<'_>,
+    flow: &mut F,
     half: &mut Half,
     src: &mut S,
     dst: &mut D,
 ) -> HalfEvent
 where
-    S: AsyncRead + ReadReady + Unpin + ?Sized,
+    S: ?Sized,
     D: AsyncWrite + Unpin + ?Sized,
+    F: Flow<S, D>,
 {
     let mut event = HalfEvent::Idle;
     if *half == Half::Open {
-        match pump.poll_relay(cx, src, dst) {
+        match flow.poll_flow(cx, src, dst) {
             Poll::Pending => return HalfEvent::Idle,
             Poll::Ready(End::Eof) => {
                 *half = Half::ShuttingDown;

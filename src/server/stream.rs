@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::relay::pump::ReadReady;
+use crate::relay::splice::BareTcp;
 
 /// A client connection, after TLS termination where the listener has TLS.
 #[derive(Debug)]
@@ -51,6 +52,17 @@ impl ReadReady for ClientStream {
         match self {
             ClientStream::Plain(s) => s.poll_read_ready(cx),
             ClientStream::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Only a plain connection can be spliced: TLS records must pass through
+/// rustls.
+impl BareTcp for ClientStream {
+    fn bare_tcp(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            ClientStream::Plain(s) => Some(s),
+            ClientStream::Tls(_) => None,
         }
     }
 }
