@@ -230,3 +230,23 @@ async fn tls_client_that_never_handshakes_is_disconnected() {
     // read_to_eof fails the test if the proxy keeps the connection for WAIT.
     assert!(read_to_eof(&mut stream).await.is_empty());
 }
+
+/// A tunnel behind TLS cannot splice (records pass through rustls): it
+/// copies, and big messages still arrive intact both ways.
+#[tokio::test]
+async fn tunnel_over_tls_relays_big_messages() {
+    let pki = TestPki::new();
+    let backend = echo_backend().await;
+    let yaml = tls_yaml(&pki, backend, false)
+        .replace("    backend: b\n", "    backend: b\n    mode: tunnel\n");
+    assert!(yaml.contains("mode: tunnel"));
+    let proxy = Proxy::start(&yaml).await;
+    let mut ws = connect_tls(&wss_url(proxy.addr(), "/"), &pki).await;
+    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    for _ in 0..3 {
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        assert_eq!(next(&mut ws).await, Message::binary(big.clone()));
+    }
+    ws.send(Message::text("small after big")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("small after big"));
+}
