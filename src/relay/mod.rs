@@ -587,7 +587,9 @@ mod tests {
     /// Every idle session holds its relay future, so its size is memory per
     /// connection: the closing phase (timers, frame buffers) must stay out
     /// of it, behind a box. This guards against a change that inlines it
-    /// again (the future was 2.5 KB before that was done).
+    /// again (the future was 2.5 KB before that was done), or that lets
+    /// either mode's state grow: at 1 488 bytes instead of 1 160, an idle
+    /// session took 3.1 KiB of RSS instead of 2.65.
     #[tokio::test]
     async fn idle_session_future_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -612,6 +614,6 @@ mod tests {
             std::future::pending::<()>(),
         );
         let size = std::mem::size_of_val(&session);
-        assert!(size <= 1536, "relay future grew to {size} bytes");
+        assert!(size <= 1280, "relay future grew to {size} bytes");
     }
 }

@@ -1,4 +1,5 @@
-//! Zero-copy tunnel directions between two plain TCP sockets: splice(2).
+//! Tunnel directions, with zero-copy bulk between plain TCP sockets:
+//! splice(2).
 //!
 //! A tunnel over plain TCP on both sides has no reason to bring bulk data
 //! into user space. A direction that carries large amounts moves them with
@@ -16,7 +17,8 @@
 //! is empty again, so an idle tunnel holds no pipe and no extra
 //! descriptors. A pipe that still holds bytes when its session ends is
 //! closed, never pooled. If no pipe can be opened (the process is out of
-//! descriptors), the direction copies from then on.
+//! descriptors), or a stream is not a bare socket (TLS in between), the
+//! direction copies from then on.
 
 use std::cell::RefCell;
 use std::io;
@@ -26,10 +28,10 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::unistd::pipe2;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::TcpStream;
 
-use super::pump::{End, Pump};
+use super::pump::{End, Pump, ReadReady};
 use super::tunnel::Raw;
 
 /// A splicing direction that moves less than this at once goes back to
@@ -112,20 +114,23 @@ enum Mode {
     Copy,
     /// Through a pipe (bulk traffic).
     Splice,
-    /// Through the copying pump for good: no pipe could be opened.
+    /// Through the copying pump for good: a stream is not a bare socket,
+    /// or no pipe could be opened.
     CopyOnly,
 }
 
-/// One tunnel direction between two plain sockets: copies small traffic,
-/// splices bulk.
+/// One tunnel direction: copies small traffic, and splices bulk where both
+/// streams are plain sockets.
 ///
 /// A copying direction one of whose reads fills its chunk has more data
 /// waiting than it can copy at once: it splices from then on, until a
-/// splice moves less than [`COPY_BELOW`]. Measured side by side (four runs
-/// each of `benches/compare/compare.sh`'s 64 KiB echo), splicing took
-/// 28-30 µs of proxy CPU per message against 31-43 µs for copying. 64 B
-/// echoes, which stay on the copying path, were unchanged (6.4-6.6 against
-/// 6.5-7.0 µs); splicing every message cost 7.1-7.3 µs there.
+/// splice moves less than [`COPY_BELOW`]. Measured side by side
+/// (`benches/compare/compare.sh`, 64 KiB echo, two runs of two rounds
+/// each, alternating with the build that only copies), splicing took
+/// 29.0-29.9 µs of proxy CPU per message against 30.8-32.8 µs for
+/// copying. 64 B echoes, which stay on the copying path, were unchanged
+/// (6.5-6.6 against 6.5-7.5 µs); splicing every message cost 7.1-7.3 µs
+/// there.
 #[derive(Debug)]
 pub struct SplicePump {
     /// The copying pump, which also writes the prefix.
@@ -155,19 +160,24 @@ impl SplicePump {
     }
 
     /// Relays from `src` to `dst` until the direction ends: [`End::Eof`],
-    /// [`End::ReadError`] or [`End::WriteError`].
-    pub fn poll_relay(
-        &mut self,
-        cx: &mut Context<'_>,
-        src: &mut TcpStream,
-        dst: &mut TcpStream,
-    ) -> Poll<End> {
+    /// [`End::ReadError`] or [`End::WriteError`]. Bulk is spliced only when
+    /// both streams are bare sockets; otherwise everything is copied.
+    pub fn poll_relay<S, D>(&mut self, cx: &mut Context<'_>, src: &mut S, dst: &mut D) -> Poll<End>
+    where
+        S: AsyncRead + ReadReady + BareTcp + Unpin + ?Sized,
+        D: AsyncWrite + BareTcp + Unpin + ?Sized,
+    {
         loop {
             if self.mode == Mode::Splice {
-                if let Some(end) = ready!(self.poll_splice(cx, src, dst)) {
-                    return Poll::Ready(end);
+                if let (Some(src), Some(dst)) = (src.bare_tcp(), dst.bare_tcp()) {
+                    if let Some(end) = ready!(self.poll_splice(cx, src, dst)) {
+                        return Poll::Ready(end);
+                    }
+                    // Back to copying: small traffic, or no pipe to be had.
+                } else {
+                    // TLS in between: its records must pass through rustls.
+                    self.mode = Mode::CopyOnly;
                 }
-                // Back to copying: small traffic, or no pipe to be had.
             }
             if let Poll::Ready(end) = self.copy.poll_relay(cx, src, dst) {
                 return Poll::Ready(end);

@@ -3,21 +3,20 @@
 //! No frame is parsed, so nothing is validated and the proxy never speaks in
 //! the session itself: it only mirrors each peer's half-close to the other
 //! and stops when both directions have ended (or either fails). Between two
-//! plain TCP sockets bulk data never enters user space ([`splice`]); where
-//! TLS is in between, bytes are copied through a lent chunk, as in `frames`
-//! mode.
+//! plain TCP sockets bulk data never enters user space ([`splice`]); small
+//! messages, and everything where TLS is in between, are copied through a
+//! lent chunk, as in `frames` mode.
 //!
 //! [`splice`]: super::splice
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
-use super::pump::{End, Pump, ReadReady, Step, Transform};
+use super::pump::{End, ReadReady, Step, Transform};
 use super::splice::{BareTcp, SplicePump};
 use super::{ClosedBy, Outcome, Traffic};
 
@@ -36,42 +35,6 @@ impl Transform for Raw {
     }
 }
 
-/// One direction of a tunnel, from a source stream `S` to a destination `D`:
-/// a copying [`Pump`] or a [`SplicePump`].
-trait Flow<S: ?Sized, D: ?Sized> {
-    /// Relays until the source ends or either stream fails.
-    fn poll_flow(&mut self, cx: &mut Context<'_>, src: &mut S, dst: &mut D) -> Poll<End>;
-    /// Bytes written to the destination so far.
-    fn bytes_out(&self) -> u64;
-}
-
-impl<S, D> Flow<S, D> for Pump<Raw>
-where
-    S: AsyncRead + ReadReady + Unpin + ?Sized,
-    D: AsyncWrite + Unpin + ?Sized,
-{
-    fn poll_flow(&mut self, cx: &mut Context<'_>, src: &mut S, dst: &mut D) -> Poll<End> {
-        self.poll_relay(cx, src, dst)
-    }
-    fn bytes_out(&self) -> u64 {
-        self.bytes_out
-    }
-}
-
-impl Flow<TcpStream, TcpStream> for SplicePump {
-    fn poll_flow(
-        &mut self,
-        cx: &mut Context<'_>,
-        src: &mut TcpStream,
-        dst: &mut TcpStream,
-    ) -> Poll<End> {
-        self.poll_relay(cx, src, dst)
-    }
-    fn bytes_out(&self) -> u64 {
-        SplicePump::bytes_out(self)
-    }
-}
-
 /// Progress of one tunnel direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Half {
@@ -83,8 +46,7 @@ enum Half {
     Closed,
 }
 
-/// Relays bytes both ways until both peers have closed their sending side:
-/// spliced when both are plain TCP sockets, copied otherwise.
+/// Relays bytes both ways until both peers have closed their sending side.
 pub async fn relay<C, B>(
     client: &mut C,
     client_prefix: Bytes,
@@ -95,24 +57,8 @@ where
     C: AsyncRead + AsyncWrite + ReadReady + BareTcp + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + ReadReady + BareTcp + Unpin + ?Sized,
 {
-    if let (Some(client), Some(backend)) = (client.bare_tcp(), backend.bare_tcp()) {
-        let up = SplicePump::new(client_prefix);
-        let down = SplicePump::new(backend_prefix);
-        return drive(client, up, backend, down).await;
-    }
-    let up = Pump::new(Raw, client_prefix);
-    let down = Pump::new(Raw, backend_prefix);
-    drive(client, up, backend, down).await
-}
-
-/// Drives both directions of a tunnel from one task until both have ended.
-async fn drive<C, B, U, W>(client: &mut C, mut up: U, backend: &mut B, mut down: W) -> Outcome
-where
-    C: AsyncWrite + Unpin + ?Sized,
-    B: AsyncWrite + Unpin + ?Sized,
-    U: Flow<C, B>,
-    W: Flow<B, C>,
-{
+    let mut up = SplicePump::new(client_prefix);
+    let mut down = SplicePump::new(backend_prefix);
     let (mut up_half, mut down_half) = (Half::Open, Half::Open);
     let mut closed_by = None;
     poll_fn(|cx| loop {
@@ -171,21 +117,20 @@ enum HalfEvent {
 
 /// Drives one direction: copy until the source ends, then shut down the
 /// destination's write side.
-fn poll_half<S, D, F>(
-    cx: &mut Context<'_>,
-    flow: &mut F,
+fn poll_half<S, D>(
+    cx: &mut std::task::Context<'_>,
+    pump: &mut SplicePump,
     half: &mut Half,
     src: &mut S,
     dst: &mut D,
 ) -> HalfEvent
 where
-    S: ?Sized,
-    D: AsyncWrite + Unpin + ?Sized,
-    F: Flow<S, D>,
+    S: AsyncRead + ReadReady + BareTcp + Unpin + ?Sized,
+    D: AsyncWrite + BareTcp + Unpin + ?Sized,
 {
     let mut event = HalfEvent::Idle;
     if *half == Half::Open {
-        match flow.poll_flow(cx, src, dst) {
+        match pump.poll_relay(cx, src, dst) {
             Poll::Pending => return HalfEvent::Idle,
             Poll::Ready(End::Eof) => {
                 *half = Half::ShuttingDown;
