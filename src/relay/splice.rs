@@ -168,7 +168,9 @@ impl SplicePump {
         D: AsyncWrite + BareTcp + Unpin + ?Sized,
     {
         loop {
-            if self.mode == Mode::Splice {
+            // Bytes left in the pipe by the last splice go out before
+            // anything else, even once the direction is back to copying.
+            if self.mode == Mode::Splice || self.pipe.is_some() {
                 if let (Some(src), Some(dst)) = (src.bare_tcp(), dst.bare_tcp()) {
                     if let Some(end) = ready!(self.poll_splice(cx, src, dst)) {
                         return Poll::Ready(end);
@@ -314,6 +316,30 @@ mod tests {
         (near.unwrap(), accepted.unwrap().0)
     }
 
+    /// A connected pair whose buffers towards `far` are as small as the
+    /// kernel allows, so that writes to `near` often find them full.
+    async fn narrow_socket_pair() -> (TcpStream, TcpStream) {
+        let listening = tokio::net::TcpSocket::new_v4().unwrap();
+        listening.set_recv_buffer_size(4096).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(1).unwrap();
+        let connecting = tokio::net::TcpSocket::new_v4().unwrap();
+        connecting.set_send_buffer_size(4096).unwrap();
+        let near = connecting.connect(listener.local_addr().unwrap());
+        let (near, accepted) = tokio::join!(near, listener.accept());
+        (near.unwrap(), accepted.unwrap().0)
+    }
+
+    /// Runs a tunnel with no prefixes between the proxy's two sockets.
+    fn spawn_tunnel(
+        mut client: TcpStream,
+        mut backend: TcpStream,
+    ) -> tokio::task::JoinHandle<crate::relay::Outcome> {
+        tokio::spawn(async move {
+            tunnel::relay(&mut client, Bytes::new(), &mut backend, Bytes::new()).await
+        })
+    }
+
     /// Four mebibytes that are easy to check.
     fn payload(seed: u32) -> Vec<u8> {
         (0..4 << 20)
@@ -414,24 +440,118 @@ mod tests {
         assert_eq!(pooled, 0, "no pipe was opened for small messages");
     }
 
+    /// Bulk and small writes alternate while the destination, with the
+    /// smallest buffers the kernel allows, reads slowly: the direction keeps
+    /// switching between splicing and copying, and every byte still
+    /// arrives, in order.
+    #[tokio::test]
+    async fn alternating_bulk_and_small_writes_arrive_in_order() {
+        let (mut client, proxy_client) = socket_pair().await;
+        let (proxy_backend, mut backend) = narrow_socket_pair().await;
+        let relay = spawn_tunnel(proxy_client, proxy_backend);
+        let stream: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+        let sent = stream.clone();
+        let writer = tokio::spawn(async move {
+            let sizes = [200 << 10, 100, 3000, 70 << 10, 1, 2000, 1 << 20, 500];
+            let (mut at, mut turn) = (0, 0);
+            while at < sent.len() {
+                let end = (at + sizes[turn % sizes.len()]).min(sent.len());
+                client.write_all(&sent[at..end]).await.unwrap();
+                if end - at < 4096 {
+                    // Let the proxy find only this piece in the socket.
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                at = end;
+                turn += 1;
+            }
+            client.shutdown().await.unwrap();
+            client
+        });
+        let mut received = Vec::with_capacity(stream.len());
+        let mut piece = vec![0u8; 1500];
+        loop {
+            let n = backend.read(&mut piece).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&piece[..n]);
+            // Read slowly now and then, so the proxy's writes back up.
+            if received.len() % 5 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+        drop(backend);
+        let _client = writer.await.unwrap();
+        relay.await.unwrap();
+        assert_eq!(received.len(), stream.len());
+        let first_difference = received.iter().zip(&stream).position(|(a, b)| a != b);
+        assert_eq!(first_difference, None, "bytes arrived out of order");
+    }
+
+    /// Polls a direction once, the way its session task would.
+    async fn poll_once(pump: &mut SplicePump, src: &mut TcpStream, dst: &mut TcpStream) {
+        let polled = std::future::poll_fn(|cx| Poll::Ready(pump.poll_relay(cx, src, dst))).await;
+        assert!(polled.is_pending(), "the direction ended: {polled:?}");
+        // Let the reactor see what changed on the sockets.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    /// A splice small enough to go back to copying, whose bytes cannot all
+    /// be written yet, still reaches the destination before whatever the
+    /// copying path reads next.
+    #[tokio::test]
+    async fn bytes_left_in_the_pipe_go_out_before_copied_ones() {
+        let (mut client, mut proxy_client) = socket_pair().await;
+        let (mut proxy_backend, mut backend) = narrow_socket_pair().await;
+        let mut pump = SplicePump::new(Bytes::new());
+        pump.mode = Mode::Splice;
+        // Fill the way to the backend.
+        let mut filler = 0;
+        loop {
+            match proxy_backend.try_write(&[0u8; 4096]) {
+                Ok(n) => filler += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling the backend: {e}"),
+            }
+        }
+        client.write_all(&[b'B'; 100]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        poll_once(&mut pump, &mut proxy_client, &mut proxy_backend).await;
+        assert!(pump.pipe.is_some(), "the first piece waits in the pipe");
+        assert_eq!(pump.mode, Mode::Copy, "a small splice goes back to copying");
+
+        client.write_all(&[b'C'; 100]).await.unwrap();
+        let mut drained = vec![0u8; filler];
+        backend.read_exact(&mut drained).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        poll_once(&mut pump, &mut proxy_client, &mut proxy_backend).await;
+
+        let mut relayed = [0u8; 200];
+        let arrived = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            backend.read_exact(&mut relayed),
+        )
+        .await;
+        assert!(arrived.is_ok(), "only part of the two pieces arrived");
+        let expected: Vec<u8> = [[b'B'; 100], [b'C'; 100]].concat();
+        assert_eq!(
+            &relayed[..],
+            &expected[..],
+            "the pieces arrived out of order"
+        );
+        assert!(pump.pipe.is_none(), "the empty pipe went back to the pool");
+    }
+
     /// A spliced direction whose destination is gone fails the tunnel
     /// instead of spinning on the pipe.
     #[tokio::test]
     async fn a_vanished_destination_ends_the_tunnel() {
-        let (mut client, mut proxy_client) = socket_pair().await;
-        let (mut proxy_backend, backend) = socket_pair().await;
+        let (mut client, proxy_client) = socket_pair().await;
+        let (proxy_backend, backend) = socket_pair().await;
         // Closing with unread data makes the kernel reset the connection.
         backend.set_zero_linger().unwrap();
         drop(backend);
-        let relay = tokio::spawn(async move {
-            tunnel::relay(
-                &mut proxy_client,
-                Bytes::new(),
-                &mut proxy_backend,
-                Bytes::new(),
-            )
-            .await
-        });
+        let relay = spawn_tunnel(proxy_client, proxy_backend);
         let chunk = vec![7u8; 1 << 20];
         // Keep writing until the proxy gives up on the connection.
         for _ in 0..64 {
