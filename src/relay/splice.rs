@@ -138,9 +138,15 @@ pub struct SplicePump {
     /// Which way bytes go now.
     mode: Mode,
     /// The pipe, present only while bytes are in it.
-    pipe: Option<Pipe>,
-    /// Bytes in the pipe (at most [`PIPE_CAPACITY`]).
-    in_pipe: u32,
+    pipe: Option<FilledPipe>,
+}
+
+/// A pipe that holds bytes still to be written to the destination.
+#[derive(Debug)]
+struct FilledPipe {
+    pipe: Pipe,
+    /// How many: more than zero, at most [`PIPE_CAPACITY`].
+    len: u32,
 }
 
 impl SplicePump {
@@ -150,7 +156,6 @@ impl SplicePump {
             copy: Pump::new(Raw, prefix),
             mode: Mode::Copy,
             pipe: None,
-            in_pipe: 0,
         }
     }
 
@@ -239,9 +244,9 @@ impl SplicePump {
                     return Poll::Ready(Some(End::Eof));
                 }
                 Ok(n) => {
-                    self.pipe = Some(pipe);
                     // At most the `PIPE_CAPACITY` asked for.
-                    self.in_pipe = n as u32;
+                    let len = n as u32;
+                    self.pipe = Some(FilledPipe { pipe, len });
                     if n < COPY_BELOW {
                         // Written out first, then copying resumes.
                         self.mode = Mode::Copy;
@@ -258,12 +263,12 @@ impl SplicePump {
 
     /// Splices the pipe's contents into `dst`, then gives the pipe back.
     fn poll_drain(&mut self, cx: &mut Context<'_>, dst: &TcpStream) -> Poll<io::Result<()>> {
-        let Some(pipe) = &self.pipe else {
+        let Some(filled) = &mut self.pipe else {
             return Poll::Ready(Ok(()));
         };
-        while self.in_pipe > 0 {
+        while filled.len > 0 {
             ready!(dst.poll_write_ready(cx))?;
-            let len = self.in_pipe as usize;
+            let (pipe, len) = (&filled.pipe, filled.len as usize);
             let drained = dst.try_io(Interest::WRITABLE, || {
                 // The pipe is not empty, so EAGAIN can only mean that the
                 // socket's send buffer is full.
@@ -279,16 +284,16 @@ impl SplicePump {
             match drained {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
-                    // `n` is at most `in_pipe`.
-                    self.in_pipe -= n as u32;
+                    // `n` is at most `len`.
+                    filled.len -= n as u32;
                     self.copy.bytes_out += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        if let Some(pipe) = self.pipe.take() {
-            pipe.recycle();
+        if let Some(filled) = self.pipe.take() {
+            filled.pipe.recycle();
         }
         Poll::Ready(Ok(()))
     }
