@@ -21,8 +21,9 @@ use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber: the filter from `RUST_LOG` (default
-/// `info`), no target, colour only when stdout is a terminal, and
-/// [`PlainFields`] for the fields.
+/// `info`), no target, colour only when stdout is a terminal,
+/// [`PlainFields`] for the fields, and lines that cannot be written
+/// dropped.
 pub fn init() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -33,6 +34,11 @@ pub fn init() {
         // are noise.
         .with_ansi(std::io::stdout().is_terminal())
         .fmt_fields(PlainFields)
+        // A log nobody reads any more (a closed pipe) must not stop the
+        // proxy: by default a failed write is reported with `eprintln!`,
+        // which panics when stderr is that same closed pipe, and takes the
+        // logging task with it (the signal handler, for one).
+        .log_internal_errors(false)
         .init();
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::Child;
+use std::process::{Child, ChildStdout};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -41,6 +41,17 @@ fn config_file(yaml: &str, tag: &str) -> std::path::PathBuf {
 /// Starts `wsgate run` with `WORKER_THREADS=threads` and returns it with the
 /// address from its `listening` log line.
 fn start_proxy(config: &std::path::Path, threads: &str) -> (Running, SocketAddr) {
+    let (running, addr, lines) = start_proxy_and_log(config, threads);
+    // Keep reading the log so that the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (running, addr)
+}
+
+/// Like [`start_proxy`], but hands back the rest of the log.
+fn start_proxy_and_log(
+    config: &std::path::Path,
+    threads: &str,
+) -> (Running, SocketAddr, std::io::Lines<BufReader<ChildStdout>>) {
     let mut command = wsgate_command(&["run", "--config", config.to_str().unwrap()]);
     command.env("WORKER_THREADS", threads);
     let mut running = Running(command.spawn().expect("cannot start the wsgate binary"));
@@ -59,9 +70,7 @@ fn start_proxy(config: &std::path::Path, threads: &str) -> (Running, SocketAddr)
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    // Keep reading the log so that the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (running, addr)
+    (running, addr, lines)
 }
 
 /// Waits (bounded) for the child to exit and returns whether it succeeded.
@@ -77,6 +86,15 @@ fn wait_exit(running: &mut Running) -> bool {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Sends SIGTERM to the child.
+fn send_sigterm(running: &Running) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 #[tokio::test]
@@ -103,11 +121,7 @@ async fn one_worker_and_several_relay_and_drain_on_sigterm() {
             assert_eq!(echoed, Message::text(text));
         }
 
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &proxy.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_sigterm(&proxy);
         // The session is drained: close 1001 from the proxy, which the
         // client answers, and then the process exits on its own.
         let close = loop {
@@ -150,4 +164,53 @@ fn worker_threads_must_be_a_positive_number() {
         );
     }
     let _ = std::fs::remove_file(config);
+}
+
+/// Nobody reads the log any more (a pager or `grep -m1` that quit): the
+/// writes fail, and still a SIGTERM drains and stops the proxy, whose
+/// sessions keep relaying meanwhile.
+#[tokio::test]
+async fn a_proxy_whose_log_is_gone_still_relays_and_stops_on_sigterm() {
+    let backend = echo_backend().await;
+    for threads in ["1", "2"] {
+        let config = config_file(
+            &simple_yaml(&[backend], "", ""),
+            &format!("nolog-{threads}"),
+        );
+        let (mut proxy, addr, lines) = start_proxy_and_log(&config, threads);
+        drop(lines);
+        drop(proxy.0.stderr.take());
+        // A session opened after the log is gone logs, and still relays.
+        let (mut ws, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::connect_async(format!("ws://{addr}/")),
+        )
+        .await
+        .expect("connect timed out")
+        .expect("connect through the proxy");
+        ws.send(Message::text("no one reads the log"))
+            .await
+            .unwrap();
+        let echoed = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("echo timed out")
+            .expect("stream ended")
+            .unwrap();
+        assert_eq!(echoed, Message::text("no one reads the log"));
+        send_sigterm(&proxy);
+        let close = loop {
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => break frame,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("expected a close frame with {threads} worker(s), got {other:?}"),
+            }
+        };
+        assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, ws.next()).await {}
+        assert!(
+            wait_exit(&mut proxy),
+            "wsgate with {threads} worker(s) and no log exited with an error"
+        );
+        let _ = std::fs::remove_file(config);
+    }
 }
