@@ -14,7 +14,7 @@
 //! neither direction can block the other and no lock or channel is needed.
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::ws::close::{is_allowed_on_wire, NO_STATUS};
 use crate::ws::frame::OpCode;
@@ -32,6 +32,7 @@ use super::conn::{
     Outgoing,
 };
 use super::error::ErrorKind;
+use super::pacer::Alarm;
 use super::report::Progress;
 use super::worker::Worker;
 
@@ -161,7 +162,7 @@ fn poll_io(
     reader: &mut FrameReader,
     out: &[u8],
     flush: bool,
-    timer: Pin<&mut Sleep>,
+    timer: &mut Alarm<'_>,
 ) -> Poll<Io> {
     let mut io = Io {
         flush,
@@ -247,8 +248,7 @@ async fn run(
     let mut sending = true;
     // Whether the message being received still matches.
     let mut intact = true;
-    let timer = tokio::time::sleep_until(plan.end);
-    tokio::pin!(timer);
+    let mut timer = Alarm::new(w.pacer.as_ref(), plan.end);
 
     loop {
         let now = Instant::now();
@@ -314,7 +314,7 @@ async fn run(
             }
         };
         if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
+            timer.reset(deadline);
         }
         let pending: &[u8] = if wpos < wend {
             &out.bytes()[wpos..wend]
@@ -323,7 +323,7 @@ async fn run(
         } else {
             &[]
         };
-        let io = poll_fn(|cx| poll_io(cx, conn, reader, pending, flush, timer.as_mut())).await;
+        let io = poll_fn(|cx| poll_io(cx, conn, reader, pending, flush, &mut timer)).await;
         flush = io.flush;
         if let Some(e) = io.failed {
             w.error(ErrorKind::Closed, 1, || {

@@ -86,6 +86,7 @@ mod echo;
 mod error;
 mod idle;
 mod limits;
+mod pacer;
 mod report;
 mod target;
 mod worker;

@@ -21,6 +21,7 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 
 use super::conn::{Conn, FrameReader, Opener};
 use super::error::{BenchError, ErrorKind};
+use super::pacer::Pacer;
 use super::report::{process_cpu, Progress, ProgressSum, Stats};
 use super::{churn, echo, idle, Mode, Options};
 
@@ -67,6 +68,9 @@ pub(crate) struct Worker {
     pub thread: usize,
     /// This thread's counts.
     pub stats: RefCell<Stats>,
+    /// The open loop's send timer; `None` in the other modes (and where
+    /// it could not be set up: then tokio's timer stands in).
+    pub pacer: Option<Pacer>,
 }
 
 /// Counts a connection as closed in the progress line when dropped.
@@ -140,6 +144,19 @@ async fn worker_main(plan: Arc<Plan>, thread: usize) -> Stats {
         plan: plan.clone(),
         thread,
         stats: RefCell::new(Stats::new()),
+        pacer: open_loop_pacer(&plan.opts),
+    });
+    // The pacer's expiries are read by a task of their own, which lives
+    // as long as this thread's connections.
+    let driver = w.clone();
+    let pacing = tokio::task::spawn_local(async move {
+        if let Some(pacer) = &driver.pacer {
+            if let Err(e) = pacer.drive().await {
+                driver.error(ErrorKind::Timeout, 1, || {
+                    format!("the open-loop send timer failed: {e}")
+                });
+            }
+        }
     });
     let n = plan.opts.connections;
     let mut set = JoinSet::new();
@@ -175,8 +192,30 @@ async fn worker_main(plan: Arc<Plan>, thread: usize) -> Stats {
             }
         }
     }
+    pacing.abort();
     let stats = w.stats.borrow().clone();
     stats
+}
+
+/// A [`Pacer`] for an open-loop echo run. Without one (no descriptor left,
+/// say), sends fall back to tokio's millisecond timer, which the run says
+/// on stderr since its latencies then include up to a millisecond of the
+/// sender's own lateness.
+fn open_loop_pacer(opts: &Options) -> Option<Pacer> {
+    if opts.mode != Mode::Echo || opts.rate.is_none() {
+        return None;
+    }
+    match Pacer::new() {
+        Ok(pacer) => Some(pacer),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "wsgate bench: no precise timer for the open loop ({e}); send times \
+                 fall back to a millisecond timer"
+            );
+            None
+        }
+    }
 }
 
 /// Re-raises a connection task's panic (a bug) on the worker thread.
