@@ -20,7 +20,10 @@
 //!   `--rate R` messages/s in total: sends are then scheduled at intended
 //!   times, spread evenly over the connections, and latency is measured
 //!   from the intended time, so a stalling server shows up in the latency
-//!   instead of slowing the load down (no coordinated omission).
+//!   instead of slowing the load down (no coordinated omission). The send
+//!   times are kept to the microsecond by a timer of each thread's own
+//!   (`pacer`), since a sender that is late by tokio's millisecond tick
+//!   would measure its own lateness.
 //! - **idle**: opens the connections and holds them, answering pings; once
 //!   all have opened (or failed), waits `--duration`, then checks each with
 //!   one ping/pong. Reports how many were alive and how long opening took.
