@@ -1,8 +1,8 @@
 //! `WORKER_THREADS` as an operator sets it on the `wsgate run` binary: one
 //! worker runs on a current-thread runtime, more on the work-stealing one.
 //! Either way a session relays, a SIGTERM drains it with close 1001 and the
-//! process exits cleanly; a value that is not a positive number is refused
-//! before anything starts.
+//! process exits cleanly, also when nobody reads its log any more; a value
+//! that is not a positive number is refused before anything starts.
 
 mod common;
 
@@ -16,6 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use common::{echo_backend, simple_yaml, wsgate_command, WAIT};
+
+/// A client session through the proxy.
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A `wsgate run` child; killed on drop so a failed assertion leaves
 /// nothing running.
@@ -97,46 +101,60 @@ fn send_sigterm(running: &Running) {
     assert!(status.success());
 }
 
+/// A WebSocket client through the proxy at `addr`.
+async fn connect(addr: SocketAddr) -> Client {
+    let (ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connect timed out")
+    .expect("connect through the proxy");
+    ws
+}
+
+/// Sends `text` and checks that it comes back.
+async fn echo(ws: &mut Client, text: String) {
+    ws.send(Message::text(text.clone())).await.unwrap();
+    let echoed = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("echo timed out")
+        .expect("stream ended")
+        .unwrap();
+    assert_eq!(echoed, Message::text(text));
+}
+
+/// Sends SIGTERM and checks the drain: close 1001 from the proxy, which
+/// the client answers, and then the process exits on its own, with
+/// success.
+async fn stop_and_expect_drain(proxy: &mut Running, ws: &mut Client, threads: &str) {
+    send_sigterm(proxy);
+    let close = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame with {threads} worker(s), got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, ws.next()).await {}
+    assert!(
+        wait_exit(proxy),
+        "wsgate exited with an error after SIGTERM ({threads} worker(s))"
+    );
+}
+
 #[tokio::test]
 async fn one_worker_and_several_relay_and_drain_on_sigterm() {
     let backend = echo_backend().await;
     for threads in ["1", "2"] {
         let config = config_file(&simple_yaml(&[backend], "", ""), threads);
         let (mut proxy, addr) = start_proxy(&config, threads);
-        let (mut ws, _) = tokio::time::timeout(
-            WAIT,
-            tokio_tungstenite::connect_async(format!("ws://{addr}/")),
-        )
-        .await
-        .expect("connect timed out")
-        .expect("connect through the proxy");
+        let mut ws = connect(addr).await;
         for n in 0..100 {
-            let text = format!("message {n} with {threads} worker(s)");
-            ws.send(Message::text(text.clone())).await.unwrap();
-            let echoed = tokio::time::timeout(WAIT, ws.next())
-                .await
-                .expect("echo timed out")
-                .expect("stream ended")
-                .unwrap();
-            assert_eq!(echoed, Message::text(text));
+            echo(&mut ws, format!("message {n} with {threads} worker(s)")).await;
         }
-
-        send_sigterm(&proxy);
-        // The session is drained: close 1001 from the proxy, which the
-        // client answers, and then the process exits on its own.
-        let close = loop {
-            match tokio::time::timeout(WAIT, ws.next()).await {
-                Ok(Some(Ok(Message::Close(frame)))) => break frame,
-                Ok(Some(Ok(_))) => continue,
-                other => panic!("expected a close frame with {threads} worker(s), got {other:?}"),
-            }
-        };
-        assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, ws.next()).await {}
-        assert!(
-            wait_exit(&mut proxy),
-            "wsgate exited with an error after SIGTERM ({threads} worker(s))"
-        );
+        stop_and_expect_drain(&mut proxy, &mut ws, threads).await;
         let _ = std::fs::remove_file(config);
     }
 }
@@ -181,36 +199,9 @@ async fn a_proxy_whose_log_is_gone_still_relays_and_stops_on_sigterm() {
         drop(lines);
         drop(proxy.0.stderr.take());
         // A session opened after the log is gone logs, and still relays.
-        let (mut ws, _) = tokio::time::timeout(
-            WAIT,
-            tokio_tungstenite::connect_async(format!("ws://{addr}/")),
-        )
-        .await
-        .expect("connect timed out")
-        .expect("connect through the proxy");
-        ws.send(Message::text("no one reads the log"))
-            .await
-            .unwrap();
-        let echoed = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("echo timed out")
-            .expect("stream ended")
-            .unwrap();
-        assert_eq!(echoed, Message::text("no one reads the log"));
-        send_sigterm(&proxy);
-        let close = loop {
-            match tokio::time::timeout(WAIT, ws.next()).await {
-                Ok(Some(Ok(Message::Close(frame)))) => break frame,
-                Ok(Some(Ok(_))) => continue,
-                other => panic!("expected a close frame with {threads} worker(s), got {other:?}"),
-            }
-        };
-        assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, ws.next()).await {}
-        assert!(
-            wait_exit(&mut proxy),
-            "wsgate with {threads} worker(s) and no log exited with an error"
-        );
+        let mut ws = connect(addr).await;
+        echo(&mut ws, "no one reads the log".to_string()).await;
+        stop_and_expect_drain(&mut proxy, &mut ws, threads).await;
         let _ = std::fs::remove_file(config);
     }
 }
