@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{raw_ws_backend, read_frame_masked, TestPki};
 
@@ -413,6 +413,54 @@ async fn wrong_echoes_are_mismatches_and_fail_the_run() {
     assert!(j["failure"].as_str().unwrap().contains("mismatch"), "{j}");
     assert!(j["first_errors"]["mismatch"].is_string(), "{j}");
     assert!(run.stderr.contains("mismatch"), "{}", run.stderr);
+}
+
+/// A server that completes the handshake, then reads everything and
+/// answers nothing.
+async fn silent_server() -> SocketAddr {
+    raw_ws_backend(|mut stream, _head| async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// Regression: an open loop whose connections all had their most echoes
+/// outstanding, with the end of sending already past but its schedule
+/// behind, found its alarm (set for that end) gone off on every turn and
+/// never let the thread go, so the run's hard deadline never came and
+/// the bench hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_behind_its_schedule_still_ends_at_the_hard_deadline() {
+    let addr = silent_server().await;
+    // 20 000 msgs/s per connection: its 16 384 sends in flight are out
+    // before the 1 s window ends, and no echo ever frees one.
+    let started = Instant::now();
+    let run = bench(
+        &format!("ws://{addr}/"),
+        &[
+            "--connections",
+            "2",
+            "--rate",
+            "40000",
+            "--ramp",
+            "0s",
+            "--timeout",
+            "1s",
+        ],
+    )
+    .await;
+    assert!(!run.success, "a run without echoes must fail");
+    let j = &run.json;
+    assert!(u64_at(j, "/errors/timeout") > 0, "{j}");
+    assert_eq!(u64_at(j, "/messages"), 0, "{j}");
+    // Ends at the hard deadline (duration + 4 × timeout + 3 s), far
+    // inside the harness's limit.
+    assert!(started.elapsed() < RUN_LIMIT / 2, "{:?}", started.elapsed());
 }
 
 #[tokio::test]

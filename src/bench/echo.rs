@@ -310,7 +310,14 @@ async fn run(
         } else {
             match &schedule {
                 Some(s) if writer_free && inflight.len() < cap => s.next().min(plan.end),
-                _ => plan.end,
+                // Waiting for the writer or for echoes: the clock's next
+                // say is the end of sending. An open loop can still be
+                // sending after that, behind its schedule because the
+                // server keeps `cap` echoes waiting: then only the run's
+                // hard deadline is left to wait for (an alarm at the
+                // passed end would go off at once, again and again).
+                _ if now < plan.end => plan.end,
+                _ => plan.hard_deadline,
             }
         };
         if timer.deadline() != deadline {

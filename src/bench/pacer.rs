@@ -26,7 +26,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use nix::sys::time::TimeSpec;
@@ -211,10 +211,15 @@ impl<'a> PacedSleep<'a> {
     }
 
     /// `Ready` once the deadline has passed; otherwise the task is woken
-    /// when it passes.
+    /// when it passes. Like tokio's own timer it takes part in the task's
+    /// cooperative budget, so a loop that finds its deadline passed again
+    /// and again still hands the thread back to the other tasks (the
+    /// run's hard deadline among them) now and then.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let budget = ready!(tokio::task::coop::poll_proceed(cx));
         if Instant::now() >= self.deadline {
             self.pacer.cancel(&mut self.entry);
+            budget.made_progress();
             return Poll::Ready(());
         }
         self.pacer.wait(&mut self.entry, self.deadline, cx.waker());
