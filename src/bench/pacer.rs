@@ -19,9 +19,18 @@
 //! system call, made only when a connection asks for a deadline earlier
 //! than the one the timer is set to; one expiry wakes all the
 //! connections that are due.
+//!
+//! The queue is a binary heap over storage that is kept and reused, so a
+//! send costs no allocation once the run is under way (a `BTreeMap` used
+//! as a queue allocated a node every seven sends or so). A sleep that
+//! moves or ends does not dig its old entry out of the heap: it takes a
+//! new ticket, and entries whose ticket is no longer their sleep's are
+//! skipped when they come up, or swept out in place when they outnumber
+//! the live ones.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -34,9 +43,8 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, Sleep};
 
-/// A waiting connection's place in the queue: its deadline, then a number
-/// that tells apart connections with the same deadline.
-type Key = (Instant, u64);
+/// A heap entry: when, under which ticket, for which sleep (its slot).
+type Entry = Reverse<(Instant, u64, usize)>;
 
 /// One worker thread's precise timer (see the module documentation).
 #[derive(Debug)]
@@ -47,15 +55,60 @@ pub(crate) struct Pacer {
     queue: RefCell<Queue>,
 }
 
-/// The waiting connections and the timer's setting.
+/// What one sleep waits for, while it waits.
+#[derive(Debug)]
+struct Waiting {
+    /// The ticket its heap entry carries.
+    ticket: u64,
+    /// Its deadline.
+    deadline: Instant,
+    /// Whom to wake.
+    waker: Waker,
+}
+
+/// The waiting sleeps and the timer's setting.
 #[derive(Debug, Default)]
 struct Queue {
-    /// Wakers by deadline, earliest first.
-    waiting: BTreeMap<Key, Waker>,
-    /// The number the next entry gets.
-    next_id: u64,
+    /// Deadlines, earliest first, including stale entries (see the module
+    /// documentation).
+    heap: BinaryHeap<Entry>,
+    /// Per sleep (by slot): what it waits for, if it waits.
+    slots: Vec<Option<Waiting>>,
+    /// Slots of dropped sleeps, for the next ones.
+    free: Vec<usize>,
+    /// The ticket the next entry gets.
+    next_ticket: u64,
+    /// Heap entries no sleep waits under any more.
+    stale: usize,
     /// The deadline the timer is armed for, if it is armed.
     armed: Option<Instant>,
+}
+
+impl Queue {
+    /// Whether `entry` is the one its sleep waits under.
+    fn is_live(&self, Reverse((_, ticket, slot)): &Entry) -> bool {
+        matches!(&self.slots[*slot], Some(w) if w.ticket == *ticket)
+    }
+
+    /// Forgets what `slot` waits for; its heap entry turns stale.
+    fn stop_waiting(&mut self, slot: usize) {
+        if self.slots[slot].take().is_some() {
+            self.stale += 1;
+        }
+    }
+
+    /// Sweeps stale entries out once they outnumber the live ones (in
+    /// place: the heap keeps its storage).
+    fn sweep(&mut self) {
+        let live = self.heap.len() - self.stale;
+        if self.stale > live.max(64) {
+            let slots = &self.slots;
+            self.heap.retain(
+                |Reverse((_, ticket, slot))| matches!(&slots[*slot], Some(w) if w.ticket == *ticket),
+            );
+            self.stale = 0;
+        }
+    }
 }
 
 /// `TimerFd` with the raw descriptor `AsyncFd` asks for.
@@ -109,15 +162,23 @@ impl Pacer {
         let mut queue = self.queue.borrow_mut();
         queue.armed = None;
         let now = Instant::now();
-        while let Some(entry) = queue.waiting.first_entry() {
-            if entry.key().0 > now {
-                let next = entry.key().0;
-                self.arm(&mut queue, next);
+        while let Some(&entry) = queue.heap.peek() {
+            let Reverse((deadline, _, slot)) = entry;
+            let live = queue.is_live(&entry);
+            if live && deadline > now {
+                self.arm(&mut queue, deadline);
                 break;
             }
-            // Waking only schedules the connection's task: nothing runs
-            // while the queue is borrowed.
-            entry.remove().wake();
+            queue.heap.pop();
+            if live {
+                // Waking only schedules the connection's task: nothing
+                // runs while the queue is borrowed.
+                if let Some(waiting) = queue.slots[slot].take() {
+                    waiting.waker.wake();
+                }
+            } else {
+                queue.stale -= 1;
+            }
         }
     }
 
@@ -144,35 +205,54 @@ impl Pacer {
         }
     }
 
-    /// Puts (or keeps) `entry` in the queue for `deadline`, to wake `waker`.
-    fn wait(&self, entry: &mut Option<Key>, deadline: Instant, waker: &Waker) {
+    /// A slot for a new sleep.
+    fn register(&self) -> usize {
         let mut queue = self.queue.borrow_mut();
-        if let Some(key) = *entry {
-            if key.0 == deadline {
-                if let Some(registered) = queue.waiting.get_mut(&key) {
-                    if !registered.will_wake(waker) {
-                        registered.clone_from(waker);
-                    }
-                    return;
-                }
-            } else {
-                queue.waiting.remove(&key);
+        match queue.free.pop() {
+            Some(slot) => slot,
+            None => {
+                queue.slots.push(None);
+                queue.slots.len() - 1
             }
         }
-        let key = (deadline, queue.next_id);
-        queue.next_id += 1;
-        queue.waiting.insert(key, waker.clone());
-        *entry = Some(key);
+    }
+
+    /// Gives back the slot of a dropped sleep.
+    fn release(&self, slot: usize) {
+        let mut queue = self.queue.borrow_mut();
+        queue.stop_waiting(slot);
+        queue.free.push(slot);
+    }
+
+    /// Has the sleep in `slot` wait for `deadline`, to wake `waker`.
+    fn wait(&self, slot: usize, deadline: Instant, waker: &Waker) {
+        let mut queue = self.queue.borrow_mut();
+        if let Some(waiting) = &mut queue.slots[slot] {
+            if waiting.deadline == deadline {
+                if !waiting.waker.will_wake(waker) {
+                    waiting.waker.clone_from(waker);
+                }
+                return;
+            }
+        }
+        queue.stop_waiting(slot);
+        queue.sweep();
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.heap.push(Reverse((deadline, ticket, slot)));
+        queue.slots[slot] = Some(Waiting {
+            ticket,
+            deadline,
+            waker: waker.clone(),
+        });
         if queue.armed.map_or(true, |armed| deadline < armed) {
             self.arm(&mut queue, deadline);
         }
     }
 
-    /// Takes `entry` out of the queue, if it is there.
-    fn cancel(&self, entry: &mut Option<Key>) {
-        if let Some(key) = entry.take() {
-            self.queue.borrow_mut().waiting.remove(&key);
-        }
+    /// Stops the sleep in `slot` from waiting.
+    fn cancel(&self, slot: usize) {
+        self.queue.borrow_mut().stop_waiting(slot);
     }
 }
 
@@ -183,8 +263,8 @@ pub(crate) struct PacedSleep<'a> {
     pacer: &'a Pacer,
     /// When it is over.
     deadline: Instant,
-    /// Its entry in the pacer's queue, while it has one.
-    entry: Option<Key>,
+    /// Its place in the pacer's queue, for as long as it lives.
+    slot: usize,
 }
 
 impl<'a> PacedSleep<'a> {
@@ -193,7 +273,7 @@ impl<'a> PacedSleep<'a> {
         PacedSleep {
             pacer,
             deadline,
-            entry: None,
+            slot: pacer.register(),
         }
     }
 
@@ -205,7 +285,7 @@ impl<'a> PacedSleep<'a> {
     /// Sleeps until `deadline` instead.
     pub fn reset(&mut self, deadline: Instant) {
         if deadline != self.deadline {
-            self.pacer.cancel(&mut self.entry);
+            self.pacer.cancel(self.slot);
             self.deadline = deadline;
         }
     }
@@ -218,18 +298,18 @@ impl<'a> PacedSleep<'a> {
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let budget = ready!(tokio::task::coop::poll_proceed(cx));
         if Instant::now() >= self.deadline {
-            self.pacer.cancel(&mut self.entry);
+            self.pacer.cancel(self.slot);
             budget.made_progress();
             return Poll::Ready(());
         }
-        self.pacer.wait(&mut self.entry, self.deadline, cx.waker());
+        self.pacer.wait(self.slot, self.deadline, cx.waker());
         Poll::Pending
     }
 }
 
 impl Drop for PacedSleep<'_> {
     fn drop(&mut self) {
-        self.pacer.cancel(&mut self.entry);
+        self.pacer.release(self.slot);
     }
 }
 
@@ -304,6 +384,55 @@ mod tests {
         });
     }
 
+    /// How many sleeps wait.
+    fn waiting(pacer: &Pacer) -> usize {
+        pacer.queue.borrow().slots.iter().flatten().count()
+    }
+
+    #[test]
+    fn a_sleep_moved_back_and_forth_keeps_the_heap_small_and_its_storage() {
+        // The echo loop moves its alarm between the next send and the end
+        // of the run on every turn; the entries left behind must not pile
+        // up (nor make the heap grow, which would allocate).
+        with_pacer(|pacer| async move {
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let now = Instant::now();
+            let (near, far) = (
+                now + Duration::from_secs(60),
+                now + Duration::from_secs(3600),
+            );
+            let mut sleeps: Vec<PacedSleep<'_>> =
+                (0..10).map(|_| PacedSleep::new(&pacer, near)).collect();
+            let mut turn = |sleeps: &mut Vec<PacedSleep<'_>>, i: usize| {
+                for (k, sleep) in sleeps.iter_mut().enumerate() {
+                    let step = Duration::from_micros((i * 10 + k) as u64);
+                    sleep.reset(if i % 2 == 0 { near + step } else { far });
+                    assert!(sleep.poll(&mut cx).is_pending());
+                }
+            };
+            for i in 0..1_000 {
+                turn(&mut sleeps, i);
+            }
+            let capacity = pacer.queue.borrow().heap.capacity();
+            for i in 1_000..20_000 {
+                turn(&mut sleeps, i);
+            }
+            let queue = pacer.queue.borrow();
+            assert_eq!(queue.heap.capacity(), capacity, "the heap grew");
+            assert!(
+                queue.heap.len() <= 2 * 64 + 20,
+                "{} entries",
+                queue.heap.len()
+            );
+            drop(queue);
+            assert_eq!(waiting(&pacer), 10);
+            drop(sleeps);
+            assert_eq!(waiting(&pacer), 0);
+            assert_eq!(pacer.queue.borrow().free.len(), 10);
+        });
+    }
+
     #[test]
     fn sleepers_wake_in_deadline_order_and_never_early() {
         with_pacer(|pacer| async move {
@@ -332,7 +461,7 @@ mod tests {
             let mut sorted = order.clone();
             sorted.sort_unstable();
             assert_eq!(order, sorted);
-            assert!(pacer.queue.borrow().waiting.is_empty());
+            assert!(waiting(&pacer) == 0);
         });
     }
 
@@ -380,15 +509,15 @@ mod tests {
             let mut cx = Context::from_waker(&waker);
             assert!(sleep.poll(&mut cx).is_pending());
             assert!(sleep.poll(&mut cx).is_pending());
-            assert_eq!(pacer.queue.borrow().waiting.len(), 1);
+            assert_eq!(waiting(&pacer), 1);
             // An earlier deadline takes the place of the later one.
             sleep.reset(Instant::now() + Duration::from_millis(1));
-            assert!(pacer.queue.borrow().waiting.is_empty());
+            assert!(waiting(&pacer) == 0);
             poll_fn(|cx| sleep.poll(cx)).await;
             let mut other = PacedSleep::new(&pacer, far);
             assert!(other.poll(&mut cx).is_pending());
             drop(other);
-            assert!(pacer.queue.borrow().waiting.is_empty());
+            assert!(waiting(&pacer) == 0);
         });
     }
 }
