@@ -461,7 +461,7 @@ mod tests {
             let mut sorted = order.clone();
             sorted.sort_unstable();
             assert_eq!(order, sorted);
-            assert!(waiting(&pacer) == 0);
+            assert_eq!(waiting(&pacer), 0);
         });
     }
 
@@ -512,12 +512,12 @@ mod tests {
             assert_eq!(waiting(&pacer), 1);
             // An earlier deadline takes the place of the later one.
             sleep.reset(Instant::now() + Duration::from_millis(1));
-            assert!(waiting(&pacer) == 0);
+            assert_eq!(waiting(&pacer), 0);
             poll_fn(|cx| sleep.poll(cx)).await;
             let mut other = PacedSleep::new(&pacer, far);
             assert!(other.poll(&mut cx).is_pending());
             drop(other);
-            assert!(waiting(&pacer) == 0);
+            assert_eq!(waiting(&pacer), 0);
         });
     }
 }
